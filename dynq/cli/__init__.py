@@ -1,0 +1,54 @@
+"""The ``dynq`` command line: thin wrappers over the library, one module per command.
+
+Each command module defines ``register(subparsers)``, which adds its parser and sets
+``func=run``; ``run(args) -> int`` returns the exit status. A ``DynqError`` anywhere becomes
+its one-line message on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from dynq import __version__
+from dynq.errors import DynqError
+
+# Command modules, in the order ``dynq --help`` lists them.
+COMMANDS = [
+    "validate",
+    "fmt",
+    "schema",
+    "inventory",
+    "plan",
+    "diff",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dynq",
+        description="Per-tensor ('dynamic') GGUF quantization recipes: validate, plan, build.",
+    )
+    parser.add_argument("--version", action="version", version=f"dynq {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        importlib.import_module(f"dynq.cli.{name}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except DynqError as e:
+        print(f"dynq: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("dynq: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
