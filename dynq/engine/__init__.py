@@ -1,0 +1,12 @@
+"""dynq's own forward engine (torch): GGUF tokenizer, weights, and one module per architecture.
+
+``load_model(path, device=...)`` opens a GGUF model and returns a model object whose
+``logits(tokens)`` streams the layers' weights one at a time from the memory-mapped file.
+"""
+
+from __future__ import annotations
+
+from dynq.engine.gguf_file import GGUFFile
+from dynq.engine.tokenizer import GGUFTokenizer, load_tokenizer
+
+__all__ = ["GGUFFile", "GGUFTokenizer", "load_tokenizer"]
