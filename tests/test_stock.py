@@ -1,0 +1,140 @@
+"""dynq.stock against llama.cpp: llama-quantize's own per-tensor choices (tests/data/stock/)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from dynq import qtypes
+from dynq.errors import QuantTypeError, RecipeError
+from dynq.inventory import TensorInfo, load_inventory
+from dynq.stock import MIXES, fallback, is_quantizable, stock_types
+
+DATA = Path(__file__).parent / "data" / "stock"
+
+
+def _expected_cases() -> list[tuple[str, str, str]]:
+    """(model, variant, mix) for every mix recorded in every expected_*.json."""
+    cases = []
+    for path in sorted(DATA.glob("*.expected.json")):
+        data = json.loads(path.read_text())
+        for variant, mixes in sorted(data["runs"].items()):
+            for mix in sorted(mixes):
+                cases.append((data["model"], variant, mix))
+    return cases
+
+
+def _load_expected(model: str) -> dict:
+    return json.loads((DATA / f"{model}.expected.json").read_text())
+
+
+def _expand(inventory_names: list[str], compact: dict[str, str]) -> dict[str, str]:
+    """Expected types from their compact form: ``kind`` -> type for every layer, or
+    ``kind@a-b`` / ``kind@a`` for layer ranges, or a full tensor name."""
+    out: dict[str, str] = {}
+    for name in inventory_names:
+        if name in compact:
+            out[name] = compact[name]
+            continue
+        if not name.startswith("blk."):
+            continue
+        _, layer, kind = name.split(".", 2)
+        i = int(layer)
+        for key, t in compact.items():
+            k, _, rng = key.partition("@")
+            if k != kind:
+                continue
+            if not rng:
+                out[name] = t
+                break
+            lo, _, hi = rng.partition("-")
+            if int(lo) <= i <= int(hi or lo):
+                out[name] = t
+                break
+    return out
+
+
+@pytest.mark.parametrize(("model", "variant", "mix"), _expected_cases())
+def test_stock_types_match_llama_quantize(model: str, variant: str, mix: str) -> None:
+    data = _load_expected(model)
+    inv = load_inventory(DATA / data["inventory"])
+    names = [t.name for t in inv.tensors]
+    expected = _expand(names, data["runs"][variant][mix])
+    assert set(expected) == set(names), "test data does not cover every tensor"
+    got = stock_types(mix, inv, imatrix=variant == "imatrix", hparams=data.get("hparams"))
+    wrong = {n: (got[n].type.name, expected[n]) for n in names if got[n].type.name != expected[n]}
+    assert not wrong, f"{len(wrong)} of {len(names)} differ (got, llama.cpp): {wrong}"
+
+
+def test_gemma3_270m_shipped_q4_k_m() -> None:
+    """The Q4_K_M GGUF shipped for Gemma 3 270M is llama-quantize's own output."""
+    inv = load_inventory(DATA / "gemma3-270m-q4_k_m.inventory.json")
+    got = stock_types("Q4_K_M", inv)
+    assert {n: c.type.name for n, c in got.items()} == {t.name: t.type for t in inv.tensors}
+    assert not any(c.quantize for c in got.values())  # requantizing to itself: all copied
+    assert got["blk.0.attn_q.weight"].fallback_from == qtypes.parse_type("Q4_K")
+    assert got["output_norm.weight"].reason == "not quantized: 1-D"
+
+
+def test_mix_names() -> None:
+    for mix in ("Q2_K", "Q4_K_M", "IQ2_XXS", "IQ4_XS", "TQ1_0", "Q8_0"):
+        assert mix in MIXES
+    inv = load_inventory(DATA / "gemma3-270m-q4_k_m.inventory.json")
+    assert stock_types("q4_k", inv) == stock_types("Q4_K_M", inv)
+    with pytest.raises(RecipeError, match="did you mean 'Q4_K_M'"):
+        stock_types("Q4_KM", inv)
+
+
+@pytest.mark.parametrize(
+    ("t", "n", "want"),
+    [
+        ("Q4_K", 4096, "Q4_K"),
+        ("Q4_K", 640, "Q5_0"),
+        ("Q5_K", 640, "Q5_1"),
+        ("Q6_K", 576, "Q8_0"),
+        ("Q2_K", 576, "Q4_0"),
+        ("Q3_K", 576, "Q4_0"),
+        ("IQ2_XXS", 576, "IQ4_NL"),
+        ("IQ4_XS", 576, "IQ4_NL"),
+        ("TQ2_0", 576, "Q4_0"),
+        ("Q6_K", 100, "F16"),
+        ("Q8_0", 100, "F16"),
+        ("Q4_0", 48, "F16"),
+        ("F16", 7, "F16"),
+        ("BF16", 7, "BF16"),
+    ],
+)
+def test_fallback(t: str, n: int, want: str) -> None:
+    assert fallback(qtypes.parse_type(t), n).name == want
+
+
+def test_fallback_undefined() -> None:
+    with pytest.raises(QuantTypeError, match="no fallback"):
+        fallback(qtypes.parse_type("Q1_0"), 576)
+
+
+@pytest.mark.parametrize(
+    ("name", "shape", "want"),
+    [
+        ("blk.0.attn_q.weight", (4096, 4096), True),
+        ("blk.0.ffn_down_exps.weight", (2048, 7168, 256), True),
+        ("blk.0.attn_norm.weight", (4096,), False),
+        ("blk.0.ffn_gate_inp.weight", (7168, 256), False),
+        ("blk.0.exp_probs_b.bias", (256,), False),
+        ("position_embd.weight", (768, 1024), False),
+        ("blk.0.attn_q.weight", (4096, 1, 1), False),  # ggml_n_dims ignores trailing 1s
+        ("blk.0.ssm_conv1d.weight", (4, 1024), False),
+        ("blk.0.attn_k_b.weight", (128, 512, 128), True),
+        ("blk.0.some.bias", (64, 64), False),
+        ("output.weight", (4096, 32000), True),
+    ],
+)
+def test_is_quantizable(name: str, shape: tuple[int, ...], want: bool) -> None:
+    assert is_quantizable(TensorInfo(name=name, shape=shape, type="F32"), "llama") is want
+
+
+def test_is_quantizable_glm5_next() -> None:
+    t = TensorInfo(name="blk.3.attn_k_b.weight", shape=(128, 512, 64), type="BF16")
+    assert not is_quantizable(t, "glm5-next")
