@@ -1,0 +1,182 @@
+"""dynq's bundled quantization kernels: ggml's reference quantizers, byte for byte, in torch.
+
+One implementation serves CPU and CUDA. Public API:
+
+* :func:`quantize` — float rows → the bytes GGUF stores for the tensor;
+* :func:`dequantize` — those bytes → float32 (as ``gguf.quants.dequantize``);
+* :func:`supported_types` — the type names (as gguf spells them, e.g. ``"Q4_K"``) handled here.
+
+Each type is a small class in one of the family modules (``floats``, ``legacy``, ``kquants``,
+``iquants``, ``ternary``, ``special``) registered through :class:`dynq.kernels.base.Kernel`.
+Tensors are processed in chunks of whole rows, so memory stays bounded for any tensor size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from gguf.constants import GGMLQuantizationType
+
+from dynq import qtypes
+from dynq.errors import DynqError, KernelError
+from dynq.kernels import floats, iquants, kquants, legacy, special, ternary  # noqa: F401  (register)
+from dynq.kernels.base import REGISTRY, Kernel
+
+__all__ = ["dequantize", "kernel_for", "quantize", "supported_types"]
+
+#: how many times more elements a chunk holds on a GPU than on the CPU
+_CUDA_CHUNK_FACTOR = 16
+
+
+def supported_types() -> frozenset[str]:
+    """Names (``"Q4_K"``, ``"F16"``, …) of the types :func:`quantize` and :func:`dequantize` do."""
+    return frozenset(k.qtype.name for k in REGISTRY.values())
+
+
+def _resolve_type(qtype: qtypes.GGMLType | GGMLQuantizationType | str) -> qtypes.GGMLType:
+    if isinstance(qtype, qtypes.GGMLType):
+        return qtype
+    try:
+        return qtypes.get(qtype)
+    except DynqError as e:
+        raise KernelError(str(e)) from None
+
+
+def kernel_for(qtype: qtypes.GGMLType | GGMLQuantizationType | str) -> type[Kernel]:
+    """The kernel class for a type; KernelError when dynq has none."""
+    t = _resolve_type(qtype)
+    k = REGISTRY.get(t.key)
+    if k is None:
+        raise KernelError(f"{t.name} is not yet supported by dynq's kernels")
+    return k
+
+
+def _device(device: str | torch.device | None, x: Any) -> torch.device:
+    if device is None:
+        return x.device if isinstance(x, torch.Tensor) else torch.device("cpu")
+    dev = torch.device(device)
+    if dev.type not in ("cpu", "cuda"):
+        raise KernelError(f"device {device!r}: dynq's kernels run on 'cpu' or 'cuda'")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise KernelError("device 'cuda' requested but torch sees no CUDA device")
+    return dev
+
+
+def _as_tensor(a: Any, what: str) -> torch.Tensor:
+    if isinstance(a, torch.Tensor):
+        t = a.detach()
+    else:
+        arr = np.asarray(a)
+        if arr.dtype.kind not in "fiu":
+            raise KernelError(f"{what}: expected a float array, got dtype {arr.dtype}")
+        t = torch.from_numpy(np.ascontiguousarray(arr))
+    if not (t.is_floating_point() or t.dtype in (torch.int8, torch.int16, torch.int32)):
+        raise KernelError(f"{what}: expected a float array, got dtype {t.dtype}")
+    return t
+
+
+def _chunk_rows(kernel: type[Kernel], n: int, dev: torch.device) -> int:
+    elems = kernel.chunk_elems * (_CUDA_CHUNK_FACTOR if dev.type == "cuda" else 1)
+    return max(1, elems // max(n, 1))
+
+
+def quantize(
+    x: Any,
+    qtype: qtypes.GGMLType | GGMLQuantizationType | str,
+    imatrix: Any = None,
+    device: str | torch.device | None = None,
+) -> np.ndarray:
+    """Quantize the rows of 2-D ``x`` (rows × row length) to ``qtype``, as ggml would.
+
+    ``imatrix``: the importance vector (one float per column) or None. Returns the bytes GGUF
+    stores for the tensor: a flat uint8 array, rows concatenated. ``device``: None (the input
+    tensor's device, else the CPU), ``"cpu"`` or ``"cuda"``.
+    """
+    t = _resolve_type(qtype)
+    kernel = kernel_for(t)
+    xt = _as_tensor(x, "weights")
+    if xt.ndim != 2:
+        raise KernelError(
+            f"weights: expected a 2-D array (rows × row length), got shape {tuple(xt.shape)}"
+        )
+    rows, n = xt.shape
+    if n % t.block_size:
+        raise KernelError(
+            f"{t.name}: row length {n} is not a multiple of its block size {t.block_size}"
+        )
+    dev = _device(device, x)
+    w = None
+    if imatrix is not None:
+        wt = _as_tensor(imatrix, "imatrix")
+        if wt.ndim != 1 or wt.shape[0] != n:
+            raise KernelError(
+                f"imatrix: expected {n} values (one per column), got shape {tuple(wt.shape)}"
+            )
+        wt = wt.to(device=dev, dtype=torch.float32)
+        if not bool(torch.isfinite(wt).all()):
+            bad = int((~torch.isfinite(wt)).nonzero()[0, 0])
+            raise KernelError(f"imatrix: non-finite value {float(wt[bad])} at column {bad}")
+        if kernel.uses_imatrix:
+            w = wt.contiguous()
+    row_bytes = t.row_bytes(n) if n else 0
+    out = np.empty(rows * row_bytes, dtype=np.uint8)
+    if rows == 0 or n == 0:
+        return out
+    step = _chunk_rows(kernel, n, dev)
+    for r0 in range(0, rows, step):
+        r1 = min(rows, r0 + step)
+        chunk = xt[r0:r1].to(device=dev, dtype=torch.float32).contiguous()
+        fin = torch.isfinite(chunk)
+        if not bool(fin.all()):
+            r, c = (int(v) for v in (~fin).nonzero()[0])
+            raise KernelError(
+                f"weights: non-finite value {float(chunk[r, c])} at row {r0 + r}, column {c}"
+            )
+        q = kernel.quantize_rows(chunk, w)
+        out[r0 * row_bytes : r1 * row_bytes] = q.reshape(-1).cpu().numpy()
+    return out
+
+
+def dequantize(
+    data: Any, qtype: qtypes.GGMLType | GGMLQuantizationType | str, shape: Sequence[int]
+) -> np.ndarray:
+    """GGUF bytes of a tensor of GGUF shape ``shape`` (``shape[0]`` = row length) → float32.
+
+    The result has numpy's order, ``tuple(reversed(shape))``, like ``gguf.quants.dequantize``.
+    """
+    t = _resolve_type(qtype)
+    kernel = kernel_for(t)
+    shape = [int(s) for s in shape]
+    if not shape or any(s < 0 for s in shape):
+        raise KernelError(f"{t.name}: bad tensor shape {shape}")
+    n = shape[0]
+    if n % t.block_size:
+        raise KernelError(
+            f"{t.name}: row length {n} is not a multiple of its block size {t.block_size}"
+        )
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        raw = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+    elif isinstance(data, torch.Tensor):
+        raw = data.detach().reshape(-1).cpu().contiguous().view(torch.uint8)
+    else:
+        raw = torch.from_numpy(np.ascontiguousarray(np.asarray(data)).reshape(-1).view(np.uint8))
+    rows = 1
+    for s in shape[1:]:
+        rows *= s
+    row_bytes = t.row_bytes(n)
+    if raw.numel() != rows * row_bytes:
+        raise KernelError(
+            f"{t.name}: {raw.numel()} bytes do not hold shape {shape} "
+            f"({rows * row_bytes} bytes expected)"
+        )
+    out = np.empty((rows, n), dtype=np.float32)
+    if rows and n:
+        step = _chunk_rows(kernel, n, torch.device("cpu"))
+        raw2 = raw.reshape(rows, row_bytes)
+        for r0 in range(0, rows, step):
+            r1 = min(rows, r0 + step)
+            out[r0:r1] = kernel.dequantize_rows(raw2[r0:r1], n).numpy()
+    return out.reshape(tuple(reversed(shape)))
