@@ -595,3 +595,24 @@ def test_registry_inventories_rebuild_identically(capsys):
     assert _make_inventories().main(["--check"]) == 0
     out = capsys.readouterr().out
     assert "671,026,419,200 parameters" in out and "27,009,346,304 parameters" in out
+
+
+@pytest.mark.slow
+def test_identical_to_llama_cpp_converter():
+    """llama.cpp's own converter on tiny real checkpoints gives the same tensor lists (~25 s)."""
+    verify = INVENTORIES / "verify_with_converter.py"
+    llama_cpp = Path("/work/ext/llama_cpp_python-0.3.36/vendor/llama.cpp")
+    if not (llama_cpp / "conversion" / "base.py").is_file():
+        pytest.skip("no llama.cpp checkout with conversion/")
+    pytest.importorskip("torch")
+    import subprocess
+    import sys
+
+    r = subprocess.run(
+        [sys.executable, str(verify), "--llama-cpp", str(llama_cpp)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr[-2000:]
+    assert r.stdout.count("identical") == 4
