@@ -41,6 +41,7 @@ from dynq.inventory import Inventory, TensorInfo
 __all__ = [
     "ARCHITECTURES",
     "HFTensor",
+    "inventory_from_dir",
     "inventory_from_hub",
     "inventory_from_safetensors",
     "inventory_from_tensors",
@@ -617,6 +618,14 @@ def inventory_from_safetensors(
     return inventory_from_tensors(
         safetensors_tensors(paths_or_dir), config, origin, outtype=outtype
     )
+
+
+def inventory_from_dir(path: str | os.PathLike[str], *, outtype: str = "auto") -> Inventory:
+    """A model folder: its safetensors headers and config.json (origin: the folder's path)."""
+    p = Path(path)
+    if not p.is_dir():
+        raise InventoryError(f"{p}: not a directory of safetensors files with a config.json")
+    return inventory_from_safetensors(p, None, str(p), outtype=outtype)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from safetensors.numpy import save_file
 
 from dynq.convert import (
     HFTensor,
+    inventory_from_dir,
     inventory_from_hub,
     inventory_from_safetensors,
     inventory_from_tensors,
@@ -185,6 +186,17 @@ def test_llama_directory_with_index(tmp_path):
     assert s["blk.0.attn_k.weight"] == (64, 32)
     assert s["blk.0.ffn_down.weight"] == (128, 64)
     assert ty["blk.0.attn_norm.weight"] == "F32"
+
+
+def test_inventory_from_dir(tmp_path):
+    _llama_files(tmp_path)
+    inv = inventory_from_dir(tmp_path)
+    assert inv.origin == str(tmp_path) and len(inv.tensors) == 22
+    with pytest.raises(InventoryError, match="not a directory"):
+        inventory_from_dir(tmp_path / "model.safetensors.index.json")
+    (tmp_path / "config.json").unlink()
+    with pytest.raises(InventoryError, match=r"config\.json not found"):
+        inventory_from_dir(tmp_path)
 
 
 def test_llama_matches_the_smollm2_gguf(tmp_path):
