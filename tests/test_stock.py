@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import pytest
 
 from dynq import qtypes
 from dynq.errors import QuantTypeError, RecipeError
-from dynq.inventory import TensorInfo, load_inventory
+from dynq.inventory import Inventory, TensorInfo, load_inventory
 from dynq.stock import MIXES, fallback, is_quantizable, stock_types
 
 DATA = Path(__file__).parent / "data" / "stock"
@@ -24,6 +25,13 @@ def _expected_cases() -> list[tuple[str, str, str]]:
             for mix in sorted(mixes):
                 cases.append((data["model"], variant, mix))
     return cases
+
+
+def _load_inventory(name: str) -> Inventory:
+    path = DATA / name
+    if path.suffix == ".gz":
+        return Inventory.model_validate_json(gzip.decompress(path.read_bytes()))
+    return load_inventory(path)
 
 
 def _load_expected(model: str) -> dict:
@@ -66,7 +74,7 @@ def _describe(choice) -> str:
 @pytest.mark.parametrize(("model", "variant", "mix"), _expected_cases())
 def test_stock_types_match_llama_quantize(model: str, variant: str, mix: str) -> None:
     data = _load_expected(model)
-    inv = load_inventory(DATA / data["inventory"])
+    inv = _load_inventory(data["inventory"])
     names = [t.name for t in inv.tensors]
     entry = data["runs"][variant][mix]
     if entry == "=no_imatrix":  # llama-quantize chose the same with and without an imatrix

@@ -5,7 +5,7 @@ Not run in CI. Usage (see README.md in this directory):
     python tests/data/stock/make_expected.py --llama-bin /path/to/llama.cpp/build/bin \\
         --work /scratch/dir [--models smollm2-135m gemma3-270m ...]
 
-For every model it writes ``<model>.inventory.json`` (the tensors llama-quantize was given) and
+For every model it writes ``<model>.inventory.json.gz`` (the tensors llama-quantize was given) and
 ``<model>.expected.json`` (what ``llama-quantize --dry-run [--imatrix F] <model> <MIX>`` chose
 for every tensor, in a compact form; see ``compact``).
 
@@ -24,6 +24,7 @@ Models:
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import re
 import subprocess
@@ -222,12 +223,227 @@ def _deepseek_v3():
     return "deepseek2", kv, ts
 
 
+def _layers(n_layer: int, per_layer) -> list[tuple[str, tuple[int, ...]]]:
+    return [(f"blk.{i}.{kind}", shape) for i in range(n_layer) for kind, shape in per_layer(i)]
+
+
+def _falcon_7b():
+    """Falcon-7B: fused attn_qkv with one KV head, n_embd 4544 (not a multiple of 256)."""
+    n_layer, n_embd, n_ff, n_head, vocab, hd = 32, 4544, 18176, 71, 65024, 64
+    ts = [
+        ("token_embd.weight", (n_embd, vocab)),
+        ("output_norm.weight", (n_embd,)),
+        ("output_norm.bias", (n_embd,)),
+        ("output.weight", (n_embd, vocab)),
+    ]
+    ts += _layers(
+        n_layer,
+        lambda i: [
+            ("attn_norm.weight", (n_embd,)),
+            ("attn_norm.bias", (n_embd,)),
+            ("attn_qkv.weight", (n_embd, n_embd + 2 * hd)),
+            ("attn_output.weight", (n_embd, n_embd)),
+            ("ffn_up.weight", (n_embd, n_ff)),
+            ("ffn_down.weight", (n_ff, n_embd)),
+        ],
+    )
+    kv = {
+        "context_length": (V.UINT32, 2048),
+        "embedding_length": (V.UINT32, n_embd),
+        "block_count": (V.UINT32, n_layer),
+        "feed_forward_length": (V.UINT32, n_ff),
+        "attention.head_count": (V.UINT32, n_head),
+        "attention.head_count_kv": (V.UINT32, 1),
+        "attention.layer_norm_epsilon": (V.FLOAT32, 1e-5),
+        "vocab_size": (V.UINT32, vocab),
+    }
+    return "falcon", kv, ts
+
+
+def _qwen2_72b():
+    """Qwen2-72B: 80 layers, so llama.cpp takes it for a 70B (attn_v bumped)."""
+    n_layer, n_embd, n_ff, n_head, n_kv, hd, vocab = 80, 8192, 29568, 64, 8, 128, 152064
+    ts = [
+        ("token_embd.weight", (n_embd, vocab)),
+        ("output_norm.weight", (n_embd,)),
+        ("output.weight", (n_embd, vocab)),
+    ]
+    ts += _layers(
+        n_layer,
+        lambda i: [
+            ("attn_norm.weight", (n_embd,)),
+            ("attn_q.weight", (n_embd, n_head * hd)),
+            ("attn_q.bias", (n_head * hd,)),
+            ("attn_k.weight", (n_embd, n_kv * hd)),
+            ("attn_k.bias", (n_kv * hd,)),
+            ("attn_v.weight", (n_embd, n_kv * hd)),
+            ("attn_v.bias", (n_kv * hd,)),
+            ("attn_output.weight", (n_head * hd, n_embd)),
+            ("ffn_norm.weight", (n_embd,)),
+            ("ffn_gate.weight", (n_embd, n_ff)),
+            ("ffn_up.weight", (n_embd, n_ff)),
+            ("ffn_down.weight", (n_ff, n_embd)),
+        ],
+    )
+    kv = {
+        "context_length": (V.UINT32, 32768),
+        "embedding_length": (V.UINT32, n_embd),
+        "block_count": (V.UINT32, n_layer),
+        "feed_forward_length": (V.UINT32, n_ff),
+        "attention.head_count": (V.UINT32, n_head),
+        "attention.head_count_kv": (V.UINT32, n_kv),
+        "attention.layer_norm_rms_epsilon": (V.FLOAT32, 1e-6),
+        "rope.freq_base": (V.FLOAT32, 1000000.0),
+        "vocab_size": (V.UINT32, vocab),
+    }
+    return "qwen2", kv, ts
+
+
+def _phi3_mini():
+    """Phi-3-mini: fused attn_qkv (no GQA), fused gate+up in ffn_up."""
+    n_layer, n_embd, n_ff, n_head, vocab = 32, 3072, 8192, 32, 32064
+    ts = [
+        ("token_embd.weight", (n_embd, vocab)),
+        ("output_norm.weight", (n_embd,)),
+        ("output.weight", (n_embd, vocab)),
+    ]
+    ts += _layers(
+        n_layer,
+        lambda i: [
+            ("attn_norm.weight", (n_embd,)),
+            ("attn_qkv.weight", (n_embd, 3 * n_embd)),
+            ("attn_output.weight", (n_embd, n_embd)),
+            ("ffn_norm.weight", (n_embd,)),
+            ("ffn_up.weight", (n_embd, 2 * n_ff)),
+            ("ffn_down.weight", (n_ff, n_embd)),
+        ],
+    )
+    kv = {
+        "context_length": (V.UINT32, 4096),
+        "embedding_length": (V.UINT32, n_embd),
+        "block_count": (V.UINT32, n_layer),
+        "feed_forward_length": (V.UINT32, n_ff),
+        "attention.head_count": (V.UINT32, n_head),
+        "attention.head_count_kv": (V.UINT32, n_head),
+        "attention.layer_norm_rms_epsilon": (V.FLOAT32, 1e-5),
+        "rope.dimension_count": (V.UINT32, 96),
+        "vocab_size": (V.UINT32, vocab),
+    }
+    return "phi3", kv, ts
+
+
+def _qwen3moe_30b():
+    """Qwen3-30B-A3B: 128 experts, GQA 32/4, q/k norms."""
+    n_layer, n_embd, n_ff_exp, n_head, n_kv, hd, n_expert, vocab = (
+        *(48, 2048, 768, 32, 4, 128, 128, 151936),
+    )
+    ts = [
+        ("token_embd.weight", (n_embd, vocab)),
+        ("output_norm.weight", (n_embd,)),
+        ("output.weight", (n_embd, vocab)),
+    ]
+    ts += _layers(
+        n_layer,
+        lambda i: [
+            ("attn_norm.weight", (n_embd,)),
+            ("attn_q.weight", (n_embd, n_head * hd)),
+            ("attn_k.weight", (n_embd, n_kv * hd)),
+            ("attn_v.weight", (n_embd, n_kv * hd)),
+            ("attn_q_norm.weight", (hd,)),
+            ("attn_k_norm.weight", (hd,)),
+            ("attn_output.weight", (n_head * hd, n_embd)),
+            ("ffn_norm.weight", (n_embd,)),
+            ("ffn_gate_inp.weight", (n_embd, n_expert)),
+            ("ffn_gate_exps.weight", (n_embd, n_ff_exp, n_expert)),
+            ("ffn_up_exps.weight", (n_embd, n_ff_exp, n_expert)),
+            ("ffn_down_exps.weight", (n_ff_exp, n_embd, n_expert)),
+        ],
+    )
+    kv = {
+        "context_length": (V.UINT32, 40960),
+        "embedding_length": (V.UINT32, n_embd),
+        "block_count": (V.UINT32, n_layer),
+        "feed_forward_length": (V.UINT32, 6144),
+        "attention.head_count": (V.UINT32, n_head),
+        "attention.head_count_kv": (V.UINT32, n_kv),
+        "attention.key_length": (V.UINT32, hd),
+        "attention.value_length": (V.UINT32, hd),
+        "attention.layer_norm_rms_epsilon": (V.FLOAT32, 1e-6),
+        "rope.freq_base": (V.FLOAT32, 1000000.0),
+        "expert_feed_forward_length": (V.UINT32, n_ff_exp),
+        "expert_count": (V.UINT32, n_expert),
+        "expert_used_count": (V.UINT32, 8),
+        "vocab_size": (V.UINT32, vocab),
+    }
+    return "qwen3moe", kv, ts
+
+
+def _gpt_oss_20b():
+    """gpt-oss-20b (arch gpt-oss): 32 experts, n_embd 2880 (not a multiple of 256), 2-D biases."""
+    n_layer, n_embd, n_ff_exp, n_head, n_kv, hd, n_expert, vocab = (
+        *(24, 2880, 2880, 64, 8, 64, 32, 201088),
+    )
+    ts = [
+        ("token_embd.weight", (n_embd, vocab)),
+        ("output_norm.weight", (n_embd,)),
+        ("output.weight", (n_embd, vocab)),
+    ]
+    ts += _layers(
+        n_layer,
+        lambda i: [
+            ("attn_norm.weight", (n_embd,)),
+            ("post_attention_norm.weight", (n_embd,)),
+            ("attn_q.weight", (n_embd, n_head * hd)),
+            ("attn_q.bias", (n_head * hd,)),
+            ("attn_k.weight", (n_embd, n_kv * hd)),
+            ("attn_k.bias", (n_kv * hd,)),
+            ("attn_v.weight", (n_embd, n_kv * hd)),
+            ("attn_v.bias", (n_kv * hd,)),
+            ("attn_output.weight", (n_head * hd, n_embd)),
+            ("attn_output.bias", (n_embd,)),
+            ("attn_sinks.weight", (n_head,)),
+            ("ffn_gate_inp.weight", (n_embd, n_expert)),
+            ("ffn_gate_inp.bias", (n_expert,)),
+            ("ffn_gate_exps.weight", (n_embd, n_ff_exp, n_expert)),
+            ("ffn_gate_exps.bias", (n_ff_exp, n_expert)),
+            ("ffn_up_exps.weight", (n_embd, n_ff_exp, n_expert)),
+            ("ffn_up_exps.bias", (n_ff_exp, n_expert)),
+            ("ffn_down_exps.weight", (n_ff_exp, n_embd, n_expert)),
+            ("ffn_down_exps.bias", (n_embd, n_expert)),
+        ],
+    )
+    kv = {
+        "context_length": (V.UINT32, 131072),
+        "embedding_length": (V.UINT32, n_embd),
+        "block_count": (V.UINT32, n_layer),
+        "feed_forward_length": (V.UINT32, n_ff_exp),
+        "attention.head_count": (V.UINT32, n_head),
+        "attention.head_count_kv": (V.UINT32, n_kv),
+        "attention.key_length": (V.UINT32, hd),
+        "attention.value_length": (V.UINT32, hd),
+        "attention.layer_norm_rms_epsilon": (V.FLOAT32, 1e-5),
+        "attention.sliding_window": (V.UINT32, 128),
+        "rope.freq_base": (V.FLOAT32, 150000.0),
+        "rope.dimension_count": (V.UINT32, hd),
+        "expert_feed_forward_length": (V.UINT32, n_ff_exp),
+        "expert_count": (V.UINT32, n_expert),
+        "expert_used_count": (V.UINT32, 4),
+        "vocab_size": (V.UINT32, vocab),
+    }
+    return "gpt-oss", kv, ts
+
+
 SYNTHETIC = {
     "llama3-8b": lambda: _dense_llama(32, 4096, 14336, 32, 8, 128256),
     "llama3-70b": lambda: _dense_llama(80, 8192, 28672, 64, 8, 128256),
     "mixtral-8x7b": lambda: _dense_llama(32, 4096, 14336, 32, 8, 32000, n_expert=8),
     "gemma3-27b": _gemma3_27b,
     "deepseek-v3": _deepseek_v3,
+    "qwen2-72b": _qwen2_72b,
+    "qwen3moe-30b-a3b": _qwen3moe_30b,
+    "gpt-oss-20b": _gpt_oss_20b,
+    "falcon-7b": _falcon_7b,
+    "phi3-mini": _phi3_mini,
 }
 
 
@@ -240,7 +456,14 @@ def write_sparse_gguf(path: Path, arch: str, kv: dict, tensors: list) -> None:
         w.add_key_value(f"{arch}.{key}", val, vtype)
     end = 0
     for name, shape in tensors:
-        qt = T.BF16 if len(shape) >= 2 else T.F32
+        # convert_hf_to_gguf.py keeps 1-D tensors, norms, routers and biases in F32
+        f32 = (
+            len(shape) < 2
+            or name.endswith("_norm.weight")
+            or "ffn_gate_inp" in name
+            or not name.endswith(".weight")
+        )
+        qt = T.F32 if f32 else T.BF16
         nbytes = int(np.prod(shape)) * (2 if qt == T.BF16 else 4)
         dtype = np.float16 if qt == T.BF16 else np.float32
         w.add_tensor_info(name, tuple(reversed(shape)), np.dtype(dtype), nbytes, raw_dtype=qt)
@@ -367,6 +590,22 @@ def compact(per_tensor: dict[str, str]) -> dict[str, str]:
     return out
 
 
+def dump_expected(data: dict) -> str:
+    """JSON with one line per mix: readable diffs, small files."""
+    head = {k: v for k, v in data.items() if k != "runs"}
+    lines = [json.dumps(head, indent=1)[:-2] + ",", ' "runs": {']
+    variants = list(data["runs"].items())
+    for vi, (variant, mixes) in enumerate(variants):
+        lines.append(f"  {json.dumps(variant)}: {{")
+        items = list(mixes.items())
+        for mi, (mix, entry) in enumerate(items):
+            comma = "," if mi < len(items) - 1 else ""
+            lines.append(f"   {json.dumps(mix)}: {json.dumps(entry, separators=(',', ':'))}{comma}")
+        lines.append("  }" + ("," if vi < len(variants) - 1 else ""))
+    lines += [" }", "}", ""]
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--llama-bin", type=Path, required=True, help="llama.cpp build/bin directory")
@@ -397,7 +636,9 @@ def main() -> None:
             imatrix = smol_imatrix
             how = "header-only GGUF with the real model's tensor names and shapes"
         inv = inventory_from_gguf(gg, origin=origin)
-        inv.save(HERE / f"{model}.inventory.json")
+        # gzip: the test data stays small (the inventories of the big models are most of it)
+        gz = HERE / f"{model}.inventory.json.gz"
+        gz.write_bytes(gzip.compress(inv.to_json().encode(), mtime=0))
         names = [t.name for t in inv.tensors]
         runs: dict[str, dict] = {"no_imatrix": {}, "imatrix": {}}
         for mix in args.mixes:
@@ -415,13 +656,13 @@ def main() -> None:
             print(f"{model} {mix}: done", flush=True)
         data = {
             "model": model,
-            "inventory": f"{model}.inventory.json",
+            "inventory": f"{model}.inventory.json.gz",
             "source": how,
             "llama_quantize": VERSION,
             "imatrix": imatrix.name,
             "runs": runs,
         }
-        (HERE / f"{model}.expected.json").write_text(json.dumps(data, indent=1) + "\n")
+        (HERE / f"{model}.expected.json").write_text(dump_expected(data))
 
 
 if __name__ == "__main__":
