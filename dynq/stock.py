@@ -22,7 +22,8 @@ so they are derived from the tensors (or passed in ``hparams``):
 ``n_layer``
     ``{arch}.block_count``: ``Inventory.n_layers``, else one more than the highest ``blk.N``.
 ``n_expert``
-    ``{arch}.expert_count``: ``shape[2]`` of the first ``*_exps`` tensor, else 0.
+    ``{arch}.expert_count``: ``shape[2]`` of the first ``*_exps`` tensor, else the number of
+    per-expert tensors ``blk.N.ffn_gate.E.weight`` of old GGUFs, else 0.
 ``n_head`` / ``n_head_kv`` (only their ratio ``n_gqa``, and only for attn_v-like tensors)
     ``attention.head_count`` / ``attention.head_count_kv`` of layer 0: the output widths of
     ``blk.0.attn_q`` / ``blk.0.attn_k`` (both are ``n_head * head_dim``); for a fused
@@ -404,6 +405,7 @@ def _use_more_bits(i_layer: int, n_layers: int) -> bool:
 # model hyperparameters that llama.cpp reads from metadata
 # --------------------------------------------------------------------------------------------
 
+_SPLIT_EXPERT = re.compile(r"^blk\.\d+\.ffn_(?:gate|up|down)\.(\d+)\.weight$")
 _HPARAM_KEYS = frozenset({"n_layer", "n_expert", "n_head", "n_head_kv", "n_gqa"})
 
 
@@ -438,7 +440,11 @@ class _Model:
         for t in self.inventory.tensors:
             if "_exps." in t.name and len(t.shape) >= 3:
                 return int(t.shape[2])
-        return 0
+        # old GGUFs (Mixtral before merged experts) keep one tensor per expert
+        ids = [
+            int(m.group(1)) for t in self.inventory.tensors if (m := _SPLIT_EXPERT.match(t.name))
+        ]
+        return max(ids) + 1 if ids else 0
 
     def _heads(self) -> tuple[int, int] | None:
         """(n_head, n_head_kv) of layer 0, or a pair with the same ratio, or None."""

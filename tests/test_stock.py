@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,7 @@ def _expected_cases() -> list[tuple[str, str, str]]:
     return cases
 
 
+@cache
 def _load_inventory(name: str) -> Inventory:
     path = DATA / name
     if path.suffix == ".gz":
@@ -34,6 +36,7 @@ def _load_inventory(name: str) -> Inventory:
     return load_inventory(path)
 
 
+@cache
 def _load_expected(model: str) -> dict:
     return json.loads((DATA / f"{model}.expected.json").read_text())
 
@@ -163,3 +166,55 @@ def test_is_quantizable(name: str, shape: tuple[int, ...], want: bool) -> None:
 def test_is_quantizable_glm5_next() -> None:
     t = TensorInfo(name="blk.3.attn_k_b.weight", shape=(128, 512, 64), type="BF16")
     assert not is_quantizable(t, "glm5-next")
+
+
+def _tiny(names_shapes: list[tuple[str, tuple[int, ...]]], arch: str = "llama") -> Inventory:
+    return Inventory(
+        arch=arch,
+        origin="test",
+        origin_kind="safetensors",
+        n_layers=1,
+        tensors=[TensorInfo(name=n, shape=s, type="BF16") for n, s in names_shapes],
+    )
+
+
+def test_hparams_when_tensors_cannot_tell() -> None:
+    # no attn_q/attn_k to read n_head/n_head_kv from, but attn_v's choice in Q2_K depends on it
+    inv = _tiny([("blk.0.attn_v.weight", (4096, 1024)), ("token_embd.weight", (4096, 1000))])
+    with pytest.raises(RecipeError, match="n_head"):
+        stock_types("Q2_K", inv)
+    assert stock_types("Q4_0", inv)["blk.0.attn_v.weight"].type.name == "Q4_0"  # not needed
+    got = stock_types("Q2_K", inv, hparams={"n_head": 32, "n_head_kv": 8})
+    assert got["blk.0.attn_v.weight"].type.name == "Q4_K"  # n_gqa >= 4
+    got = stock_types("Q2_K", inv, hparams={"n_gqa": 1})
+    assert got["blk.0.attn_v.weight"].type.name == "Q3_K"
+    with pytest.raises(RecipeError, match="unknown hparams"):
+        stock_types("Q2_K", inv, hparams={"n_heads": 32})
+
+
+def test_derived_hparams() -> None:
+    inv = _tiny(
+        [
+            ("blk.0.attn_q.weight", (4096, 4096)),
+            ("blk.0.attn_k.weight", (4096, 1024)),
+            ("blk.0.attn_v.weight", (4096, 1024)),
+        ]
+    )
+    assert stock_types("Q2_K", inv)["blk.0.attn_v.weight"].type.name == "Q4_K"  # 32/8 heads
+    fused = _tiny([("blk.0.attn_qkv.weight", (3072, 9216))], arch="phi3")
+    assert stock_types("Q2_K", fused)["blk.0.attn_qkv.weight"].type.name == "Q3_K"  # no GQA
+
+
+def test_requires_imatrix() -> None:
+    inv = _tiny(
+        [
+            ("token_embd.weight", (4096, 1000)),
+            ("blk.0.attn_q.weight", (4096, 4096)),
+            ("blk.0.attn_k.weight", (4096, 1024)),
+        ]
+    )
+    got = stock_types("IQ2_XXS", inv)
+    assert got["blk.0.attn_q.weight"].requires_imatrix
+    assert not got["token_embd.weight"].requires_imatrix  # Q2_K, and embeddings never need one
+    assert stock_types("Q2_K_S", inv)["blk.0.attn_q.weight"].requires_imatrix
+    assert not stock_types("Q2_K", inv)["blk.0.attn_q.weight"].requires_imatrix

@@ -59,7 +59,14 @@ REAL = {
 
 
 def _dense_llama(
-    n_layer: int, n_embd: int, n_ff: int, n_head: int, n_kv: int, vocab: int, n_expert: int = 0
+    n_layer: int,
+    n_embd: int,
+    n_ff: int,
+    n_head: int,
+    n_kv: int,
+    vocab: int,
+    n_expert: int = 0,
+    split_experts: bool = False,
 ):
     hd = n_embd // n_head
     ts: list[tuple[str, tuple[int, ...]]] = [
@@ -79,7 +86,15 @@ def _dense_llama(
             (b + "attn_output.weight", (n_head * hd, n_embd)),
             (b + "ffn_norm.weight", (n_embd,)),
         ]
-        if n_expert:
+        if n_expert and split_experts:  # GGUFs from before merged experts: one per expert
+            ts.append((b + "ffn_gate_inp.weight", (n_embd, n_expert)))
+            for x in range(n_expert):
+                ts += [
+                    (b + f"ffn_gate.{x}.weight", (n_embd, n_ff)),
+                    (b + f"ffn_down.{x}.weight", (n_ff, n_embd)),
+                    (b + f"ffn_up.{x}.weight", (n_embd, n_ff)),
+                ]
+        elif n_expert:
             ts += [
                 (b + "ffn_gate_inp.weight", (n_embd, n_expert)),
                 (b + "ffn_gate_exps.weight", (n_embd, n_ff, n_expert)),
@@ -437,6 +452,9 @@ SYNTHETIC = {
     "llama3-8b": lambda: _dense_llama(32, 4096, 14336, 32, 8, 128256),
     "llama3-70b": lambda: _dense_llama(80, 8192, 28672, 64, 8, 128256),
     "mixtral-8x7b": lambda: _dense_llama(32, 4096, 14336, 32, 8, 32000, n_expert=8),
+    "mixtral-8x7b-split": lambda: _dense_llama(
+        32, 4096, 14336, 32, 8, 32000, n_expert=8, split_experts=True
+    ),
     "gemma3-27b": _gemma3_27b,
     "deepseek-v3": _deepseek_v3,
     "qwen2-72b": _qwen2_72b,
