@@ -172,7 +172,7 @@ def make_qp_quants(x: Tensor, nmax: int, w: Tensor) -> tuple[Tensor, Tensor]:
     xt = x.t().contiguous()  # [n, B]
     wt = w.t().contiguous()
     iscale0 = rdiv(nmax, mx)  # [B]
-    l0 = nearest_int(iscale0 * xt)
+    l0 = nearest_int(iscale0 * xt) & 0xFF  # L is uint8_t in the C
     scale0 = 1 / iscale0
     diff = xt - scale0 * l0.to(F32)
     mse0 = seq_sum(wt * diff * diff)
@@ -186,12 +186,12 @@ def make_qp_quants(x: Tensor, nmax: int, w: Tensor) -> tuple[Tensor, Tensor]:
     pick = first_strict_min(torch.cat([mse0.unsqueeze(1), mse], dim=1))
     ti = (pick - 1).clamp(min=0)
     isc = torch.where(pick > 0, torch.gather(iscale, 1, ti.view(-1, 1)).squeeze(1), iscale0)
-    L = nearest_int(isc * xt).clamp_(max=nmax)  # [n, B]
-    Lf = L.to(F32)
+    lf = nearest_int(isc * xt).clamp_(max=nmax)  # [n, B]
+    Lf = (lf & 0xFF).to(F32)  # stored in uint8_t L[]; the sums use the int l
+    lf = lf.to(F32)
     wx = wt * xt
-    sumlx = seq_sum(wx * Lf)
-    suml2 = seq_sum(wt * Lf * Lf)
-    Lf = Lf.clone()
+    sumlx = seq_sum(wx * lf)
+    suml2 = seq_sum(wt * lf * lf)
     for _ in range(5):
         changed = torch.zeros(b, dtype=torch.bool, device=x.device)
         for i in range(n):
@@ -199,12 +199,13 @@ def make_qp_quants(x: Tensor, nmax: int, w: Tensor) -> tuple[Tensor, Tensor]:
             slx = sumlx - wxi * li
             sl2 = suml2 - wi * li * li
             ok = (slx > 0) & (sl2 > 0)
-            new_l = nearest_int(xi * sl2 / slx).clamp_(max=nmax).to(F32)
+            new_i = nearest_int(xi * sl2 / slx).clamp_(max=nmax)
+            new_l = new_i.to(F32)
             ok &= new_l != li
             slx = slx + wxi * new_l
             sl2 = sl2 + wi * new_l * new_l
             ok &= slx * slx * suml2 > sumlx * sumlx * sl2
-            Lf[i] = torch.where(ok, new_l, li)
+            Lf[i] = torch.where(ok, (new_i & 0xFF).to(F32), li)
             sumlx = torch.where(ok, slx, sumlx)
             suml2 = torch.where(ok, sl2, suml2)
             changed |= ok
