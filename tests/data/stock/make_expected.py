@@ -448,6 +448,69 @@ def _gpt_oss_20b():
     return "gpt-oss", kv, ts
 
 
+def _gemma3n_e2b():
+    """Gemma 3n E2B: tied embeddings plus per_layer_token_embd (which follows the output
+    rules too), altup/laurel tensors that llama.cpp never quantizes."""
+    n_layer, n_embd, n_ff, n_head, n_kv, hd, vocab = 30, 2048, 8192, 8, 2, 256, 262400
+    n_altup, n_embd_altup, laurel = 4, 256, 64
+    ts = [
+        ("token_embd.weight", (n_embd, vocab)),
+        ("altup_proj.weight", (n_embd, n_embd, n_altup - 1)),
+        ("altup_unembd_proj.weight", (n_embd, n_embd, n_altup - 1)),
+        ("per_layer_token_embd.weight", (n_embd_altup * n_layer, vocab)),
+        ("per_layer_model_proj.weight", (n_embd, n_embd_altup * n_layer)),
+        ("per_layer_proj_norm.weight", (n_embd_altup,)),
+        ("output_norm.weight", (n_embd,)),
+    ]
+    ts += _layers(
+        n_layer,
+        lambda i: [
+            ("attn_norm.weight", (n_embd,)),
+            ("attn_q.weight", (n_embd, n_head * hd)),
+            ("attn_k.weight", (n_embd, n_kv * hd)),
+            ("attn_v.weight", (n_embd, n_kv * hd)),
+            ("attn_output.weight", (n_head * hd, n_embd)),
+            ("attn_q_norm.weight", (hd,)),
+            ("attn_k_norm.weight", (hd,)),
+            ("post_attention_norm.weight", (n_embd,)),
+            ("ffn_norm.weight", (n_embd,)),
+            ("ffn_gate.weight", (n_embd, n_ff)),
+            ("ffn_up.weight", (n_embd, n_ff)),
+            ("ffn_down.weight", (n_ff, n_embd)),
+            ("post_ffw_norm.weight", (n_embd,)),
+            ("inp_gate.weight", (n_embd, n_embd_altup)),
+            ("proj.weight", (n_embd_altup, n_embd)),
+            ("post_norm.weight", (n_embd,)),
+            ("altup_correct_coef.weight", (n_altup, n_altup)),
+            ("altup_correct_scale.weight", (n_embd,)),
+            ("altup_predict_coef.weight", (n_altup, n_altup * n_altup)),
+            ("altup_router.weight", (n_embd, n_altup)),
+            ("altup_router_norm.weight", (n_embd,)),
+            ("laurel_l.weight", (n_embd, laurel)),
+            ("laurel_r.weight", (laurel, n_embd)),
+            ("laurel_post_norm.weight", (n_embd,)),
+        ],
+    )
+    kv = {
+        "context_length": (V.UINT32, 32768),
+        "embedding_length": (V.UINT32, n_embd),
+        "block_count": (V.UINT32, n_layer),
+        "feed_forward_length": (V.UINT32, n_ff),
+        "attention.head_count": (V.UINT32, n_head),
+        "attention.head_count_kv": (V.UINT32, n_kv),
+        "attention.key_length": (V.UINT32, hd),
+        "attention.value_length": (V.UINT32, hd),
+        "attention.layer_norm_rms_epsilon": (V.FLOAT32, 1e-6),
+        "attention.sliding_window": (V.UINT32, 512),
+        "rope.freq_base": (V.FLOAT32, 1000000.0),
+        "altup.active_idx": (V.UINT32, 0),
+        "altup.num_inputs": (V.UINT32, n_altup),
+        "embedding_length_per_layer_input": (V.UINT32, n_embd_altup),
+        "vocab_size": (V.UINT32, vocab),
+    }
+    return "gemma3n", kv, ts
+
+
 SYNTHETIC = {
     "llama3-8b": lambda: _dense_llama(32, 4096, 14336, 32, 8, 128256),
     "llama3-70b": lambda: _dense_llama(80, 8192, 28672, 64, 8, 128256),
@@ -462,6 +525,7 @@ SYNTHETIC = {
     "gpt-oss-20b": _gpt_oss_20b,
     "falcon-7b": _falcon_7b,
     "phi3-mini": _phi3_mini,
+    "gemma3n-e2b": _gemma3n_e2b,
 }
 
 
