@@ -19,7 +19,7 @@ from functools import cached_property
 from dynq import layout, qtypes, stock
 from dynq.errors import RecipeError
 from dynq.inventory import Inventory, TensorInfo, load_inventory
-from dynq.provenance import output_metadata
+from dynq.provenance import ImatrixRef, default_imatrix_ref, output_metadata
 from dynq.recipe import LoadedRecipe, Rule, Target
 from dynq.tomlpos import key_lines, line_of
 
@@ -221,9 +221,9 @@ class Resolver:
             )
         return targets[name]
 
-    def plan(self, target_name: str, imatrix: bool | None = None) -> Plan:
-        """The Plan of one target. ``imatrix``: whether the build will use one (default: when
-        the recipe has a calibration section)."""
+    def plan(self, target_name: str, imatrix: ImatrixRef | bool | None = True) -> Plan:
+        """The Plan of one target. ``imatrix`` is what the build records of its imatrix (it
+        sizes the metadata): True for the recipe's default, None or False for none."""
         target = self.target(target_name)
         inv = self.inventory
         chosen: dict[str, tuple[qtypes.GGMLType, str, str | None]] = {}
@@ -274,8 +274,9 @@ class Resolver:
                     bytes=got.nbytes(t.shape),
                 )
             )
-        use_imatrix = imatrix if imatrix is not None else self.recipe.calibration is not None
-        meta = self._metadata_bytes(target_name, use_imatrix)
+        if imatrix is True:
+            imatrix = default_imatrix_ref(self.loaded)
+        meta = self._metadata_bytes(target_name, imatrix or None)
         size = layout.file_size(
             [meta], [(t.name, len(t.shape), t.bytes) for t in tensors], inv.alignment
         )
@@ -290,9 +291,9 @@ class Resolver:
             exact=inv.exact,
         )
 
-    def _metadata_bytes(self, target_name: str, use_imatrix: bool) -> int:
+    def _metadata_bytes(self, target_name: str, imatrix: ImatrixRef | None) -> int:
         """Key/value bytes of the output: the source's, with dynq's keys set or replaced."""
-        new = output_metadata(self.loaded, target_name, use_imatrix)
+        new = output_metadata(self.loaded, target_name, imatrix)
         inv = self.inventory
         if inv.exact:
             kept = sum(n for k, n in inv.metadata_bytes.items() if k not in new)

@@ -7,6 +7,7 @@ integer values are placeholders of the right width that the build fills in.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from dynq import __version__
@@ -28,24 +29,29 @@ KEY_IMATRIX_CHUNKS = "quantize.imatrix.chunks_count"
 IMATRIX_KEYS = (KEY_IMATRIX_FILE, KEY_IMATRIX_DATASET, KEY_IMATRIX_ENTRIES, KEY_IMATRIX_CHUNKS)
 
 
-def imatrix_file_name(loaded: LoadedRecipe) -> str:
-    """The imatrix file name recorded in outputs: the imported file's, or the computed one's."""
-    cal = loaded.recipe.calibration
-    if cal is not None and cal.imatrix is not None:
-        return Path(cal.imatrix.path).name
-    return f"{loaded.recipe.name}.imatrix.gguf"
+@dataclass(frozen=True)
+class ImatrixRef:
+    """What an output records of its imatrix: the file's name and its first dataset."""
+
+    file: str
+    dataset: str | None
 
 
-def imatrix_dataset(loaded: LoadedRecipe) -> str:
+def default_imatrix_ref(loaded: LoadedRecipe) -> ImatrixRef | None:
+    """The imatrix a build of this recipe uses by default: the imported file, or the one
+    ``dynq imatrix`` computes from the calibration text; None without a calibration section."""
     cal = loaded.recipe.calibration
     if cal is None:
-        return ""
+        return None
     if cal.imatrix is not None:
-        return Path(cal.imatrix.path).name
-    return ",".join(Path(t.path).name for t in cal.text)
+        return ImatrixRef(Path(cal.imatrix.path).name, Path(cal.imatrix.path).name)
+    dataset = ",".join(Path(t.path).name for t in cal.text) or None
+    return ImatrixRef(f"{loaded.recipe.name}.imatrix.gguf", dataset)
 
 
-def output_metadata(loaded: LoadedRecipe, target: str, use_imatrix: bool) -> dict[str, object]:
+def output_metadata(
+    loaded: LoadedRecipe, target: str, imatrix: ImatrixRef | None
+) -> dict[str, object]:
     """Keys the build sets (replacing the source's) with values of their final size."""
     out: dict[str, object] = {
         KEY_FILE_TYPE: 0,
@@ -56,9 +62,10 @@ def output_metadata(loaded: LoadedRecipe, target: str, use_imatrix: bool) -> dic
         KEY_TARGET: target,
         KEY_VERSION: __version__,
     }
-    if use_imatrix:
-        out[KEY_IMATRIX_FILE] = imatrix_file_name(loaded)
-        out[KEY_IMATRIX_DATASET] = imatrix_dataset(loaded)
+    if imatrix is not None:
+        out[KEY_IMATRIX_FILE] = imatrix.file
+        if imatrix.dataset:
+            out[KEY_IMATRIX_DATASET] = imatrix.dataset
         out[KEY_IMATRIX_ENTRIES] = 0
         out[KEY_IMATRIX_CHUNKS] = 0
     return out

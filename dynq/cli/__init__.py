@@ -22,6 +22,7 @@ COMMANDS = [
     "inventory",
     "plan",
     "diff",
+    "build",
 ]
 
 

@@ -1,0 +1,438 @@
+"""``dynq build``: stream a source GGUF through a recipe's Plans into finished GGUF files.
+
+One pass over the source's tensors (memory-mapped) serves every target being built: each tensor
+is read once, each distinct output type is quantized once, and the bytes go to every target that
+needs them. Peak memory is a few copies of the largest tensor. Each output is written to a
+temporary file beside its final name and renamed when complete, after its size has been checked
+against the Plan's prediction to the byte.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import gguf
+import numpy as np
+import torch
+from gguf.constants import GGUFValueType, LlamaFileType
+
+from dynq import __version__, kernels, qtypes
+from dynq.errors import DynqError, SourceError
+from dynq.fsutil import atomic_path, atomic_write_text
+from dynq.gguf_io import GGUFFile, TensorEntry, inventory_of, read_gguf
+from dynq.imatrix_file import Imatrix, load_imatrix
+from dynq.plan import Plan, PlannedTensor, Resolver
+from dynq.provenance import (
+    IMATRIX_KEYS,
+    KEY_FILE_TYPE,
+    KEY_IMATRIX_CHUNKS,
+    KEY_IMATRIX_ENTRIES,
+    KEY_RECIPE_SHA256,
+    ImatrixRef,
+    output_metadata,
+)
+from dynq.recipe import LoadedRecipe
+from dynq.sources import check_file_ref, resolve_source
+
+DEFAULT_OUT = Path("build")
+
+_PREAMBLE = ("GGUF.version", "GGUF.tensor_count", "GGUF.kv_count", "general.architecture")
+_INT_KEYS = {
+    KEY_FILE_TYPE: GGUFValueType.UINT32,
+    "general.quantization_version": GGUFValueType.UINT32,
+    KEY_IMATRIX_ENTRIES: GGUFValueType.INT32,
+    KEY_IMATRIX_CHUNKS: GGUFValueType.INT32,
+}
+
+
+class BuildError(DynqError):
+    """A build cannot start or could not finish (nothing is left under the final name)."""
+
+
+def out_dir(loaded: LoadedRecipe, out: Path | None) -> Path:
+    """Where a recipe's outputs live: ``--out``, else ``build/<name>/`` under the current dir."""
+    return out if out is not None else DEFAULT_OUT / loaded.recipe.name
+
+
+def output_path(loaded: LoadedRecipe, target: str, out: Path | None = None) -> Path:
+    return out_dir(loaded, out) / f"{loaded.recipe.name}-{target}.gguf"
+
+
+def report_path(gguf_path: Path) -> Path:
+    return gguf_path.with_suffix(".build.json")
+
+
+def nearest_ftype(loaded: LoadedRecipe, plan: Plan) -> LlamaFileType:
+    """The llama.cpp ftype closest to a target: its stock mix, else its dominant quant type."""
+    target = loaded.recipe.targets[plan.target]
+    names = {f.name: f for f in LlamaFileType}
+    if target.mix is not None and f"MOSTLY_{target.mix}" in names:
+        return names[f"MOSTLY_{target.mix}"]
+    sizes: dict[str, int] = {}
+    for t in plan.tensors:
+        if t.layer is not None and t.type.is_quantized:
+            sizes[t.type.name] = sizes.get(t.type.name, 0) + t.bytes
+    if not sizes:
+        return LlamaFileType.ALL_F32
+    dominant = max(sizes, key=lambda k: sizes[k])
+    for cand in (f"MOSTLY_{dominant}", f"MOSTLY_{dominant}_M", f"MOSTLY_{dominant}_S"):
+        if cand in names:
+            return names[cand]
+    return LlamaFileType.GUESSED
+
+
+@dataclass
+class TensorReport:
+    name: str
+    type: str
+    bytes: int
+    rel_error: float | None  # imatrix-weighted RMS error / weighted RMS of the source
+
+
+@dataclass
+class BuildReport:
+    recipe: str
+    recipe_version: str
+    recipe_sha256: str
+    target: str
+    file: str
+    sha256: str
+    file_size: int
+    predicted_size: int
+    bpw: float
+    imatrix: str | None
+    source: str
+    dynq_version: str
+    seconds: float
+    tensors: list[TensorReport] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, object]:
+        d = dict(self.__dict__)
+        d["tensors"] = [t.__dict__ for t in self.tensors]
+        return d
+
+
+@dataclass
+class BuildOptions:
+    targets: list[str] | None = None
+    out: Path | None = None
+    device: str | None = None
+    imatrix: Path | None = None
+    force: bool = False
+    errors: bool = True  # measure each tensor's weighted error for the report
+
+
+ProgressFn = Callable[[str, int, int, int], None]  # (target, tensors done, bytes done, total)
+
+
+def _write_metadata(w: gguf.GGUFWriter, src: GGUFFile, new: dict[str, object]) -> None:
+    for name, kv in src.fields.items():
+        if name in _PREAMBLE or name in new or name in IMATRIX_KEYS:
+            continue
+        w.add_key_value(name, kv.value, kv.type, sub_type=kv.sub_type)
+    for key, value in new.items():
+        if isinstance(value, str):
+            w.add_string(key, value)
+        else:
+            w.add_key_value(key, value, _INT_KEYS[key])
+
+
+def _source_f32(src: GGUFFile, t: TensorEntry) -> np.ndarray:
+    """A source tensor as float32, shaped (..., rows, ne0) like gguf's own arrays."""
+    qt = qtypes.get(t.type)
+    if qt.gguf == gguf.GGMLQuantizationType.F32:
+        return src.array(t)
+    if qt.name in kernels.supported_types():
+        return kernels.dequantize(src.raw(t), qt, t.shape)
+    return gguf.quants.dequantize(src.raw(t), qt.gguf).reshape(tuple(reversed(t.shape)))
+
+
+def _quantize(
+    x: np.ndarray, t: qtypes.GGMLType, imp: np.ndarray | None, device: str | None
+) -> np.ndarray:
+    """Quantize an (..., rows, ne0) array; 3-D expert tensors use each expert's importance."""
+    ne0 = x.shape[-1]
+    if x.ndim <= 2 or imp is None or imp.shape[0] == 1:
+        w = None if imp is None else imp[0]
+        return kernels.quantize(x.reshape(-1, ne0), t, imatrix=w, device=device)
+    experts = x.reshape(x.shape[0], -1, ne0)
+    if imp.shape[0] != experts.shape[0]:
+        raise BuildError(f"imatrix has {imp.shape[0]} experts, tensor has {experts.shape[0]}")
+    return np.concatenate(
+        [
+            kernels.quantize(experts[e], t, imatrix=imp[e], device=device)
+            for e in range(experts.shape[0])
+        ]
+    )
+
+
+def _rel_error(
+    x: np.ndarray,
+    data: np.ndarray,
+    t: qtypes.GGMLType,
+    shape: tuple[int, ...],
+    imp: np.ndarray | None,
+) -> float:
+    """sqrt(sum w·(x−q)² / sum w·x²): the imatrix-weighted relative RMS error of a tensor."""
+    ne0 = x.shape[-1]
+    q = torch.from_numpy(kernels.dequantize(data, t, shape).reshape(-1, ne0))
+    xr = torch.from_numpy(np.ascontiguousarray(x).reshape(-1, ne0))
+    d2 = (xr - q).square_()
+    x2 = xr.square()
+    if imp is not None:
+        w = torch.from_numpy(imp.astype(np.float32))
+        d2 = d2.view(w.shape[0], -1, ne0).mul_(w[:, None, :])
+        x2 = x2.view(w.shape[0], -1, ne0).mul_(w[:, None, :])
+    num = float(d2.sum(dtype=torch.float64))
+    den = float(x2.sum(dtype=torch.float64))
+    return (num / den) ** 0.5 if den > 0 else 0.0
+
+
+class Builder:
+    """Builds some or all targets of one recipe in one pass over the source."""
+
+    def __init__(
+        self, loaded: LoadedRecipe, opts: BuildOptions, warn: Callable[[str], None] = lambda m: None
+    ) -> None:
+        self.loaded = loaded
+        self.opts = opts
+        self.warn = warn
+        self.resolver = Resolver(loaded)
+        recipe = loaded.recipe
+        self.targets = opts.targets or list(recipe.targets)
+        for t in self.targets:
+            self.resolver.target(t)  # unknown target names fail before any work
+        self.imatrix, self.imatrix_name = self._load_imatrix()
+        self.imatrix_ref = (
+            ImatrixRef(
+                self.imatrix_name or "", self.imatrix.datasets[0] if self.imatrix.datasets else None
+            )
+            if self.imatrix is not None
+            else None
+        )
+        self.plans = {t: self.resolver.plan(t, imatrix=self.imatrix_ref) for t in self.targets}
+        self._check_imatrix_needs()
+        self._check_kernels()
+
+    # -- inputs ----------------------------------------------------------------------------
+    def _load_imatrix(self) -> tuple[Imatrix | None, str | None]:
+        cal = self.loaded.recipe.calibration
+        if self.opts.imatrix is not None:
+            return load_imatrix(self.opts.imatrix), self.opts.imatrix.name
+        if cal is not None and cal.imatrix is not None:
+            path = self.loaded.resolve(cal.imatrix.path)
+            check_file_ref(path, cal.imatrix.sha256)
+            return load_imatrix(path), path.name
+        if cal is not None and cal.text:
+            computed = (
+                out_dir(self.loaded, self.opts.out) / f"{self.loaded.recipe.name}.imatrix.gguf"
+            )
+            if computed.exists():
+                return load_imatrix(computed), computed.name
+            raise BuildError(
+                f"{self.loaded.path}: calibration: no imatrix yet at {computed}; "
+                f"run: dynq imatrix {self.loaded.path}"
+            )
+        return None, None
+
+    def _check_kernels(self) -> None:
+        supported = kernels.supported_types()
+        for plan in self.plans.values():
+            for t in plan.tensors:
+                if t.rule != "not quantized" and t.type.name not in supported:
+                    raise BuildError(
+                        f"{self.loaded.path}: target {plan.target}: tensor '{t.name}' gets "
+                        f"{t.type.name}, which dynq's kernels do not support yet (they do: "
+                        f"{', '.join(sorted(supported))})"
+                    )
+
+    def _check_imatrix_needs(self) -> None:
+        for plan in self.plans.values():
+            for t in plan.tensors:
+                if t.type.needs_imatrix and self.imatrix is None:
+                    raise BuildError(
+                        f"{self.loaded.path}: target {plan.target}: tensor '{t.name}' gets "
+                        f"{t.type.name}, which needs an importance matrix (as in llama-quantize); "
+                        "give the recipe a [calibration] section or pass --imatrix"
+                    )
+        if self.imatrix is not None:
+            names = {
+                t.name
+                for p in self.plans.values()
+                for t in p.tensors
+                if t.type.is_quantized and len(t.shape) >= 2
+            }
+            missing = sorted(n for n in names if n not in self.imatrix.sums)
+            if missing:
+                self.warn(
+                    f"imatrix {self.imatrix_name} has no entry for {len(missing)} tensor(s), "
+                    f"e.g. {missing[0]}: quantized without importance weights"
+                )
+
+    def _open_source(self) -> GGUFFile:
+        model = self.loaded.recipe.model
+        if model.source is None:
+            raise BuildError(f"{self.loaded.path}: model.source: the recipe names no source GGUF")
+        path = resolve_source(model.source, self.loaded.dir, model.source_sha256)
+        src = read_gguf(path)
+        inv = inventory_of(src, origin=model.source)
+        want = {t.name: t for t in self.resolver.inventory.tensors}
+        have = {t.name: t for t in inv.tensors}
+        diffs = sorted(want.keys() ^ have.keys()) + sorted(
+            n for n in want.keys() & have.keys() if want[n] != have[n]
+        )
+        if diffs:
+            more = f" and {len(diffs) - 5} more" if len(diffs) > 5 else ""
+            raise SourceError(
+                f"{path}: source does not match the recipe's inventory "
+                f"({model.inventory}): {', '.join(diffs[:5])}{more}"
+            )
+        quantized = [t for t in inv.tensors if qtypes.parse_type(t.type).is_quantized]
+        if quantized and not model.source_quantized:
+            raise SourceError(
+                f"{path}: source is quantized ({quantized[0].type} on {quantized[0].name}); set "
+                "model.source_quantized = true to build from its F32 dequantization"
+            )
+        if quantized:
+            self.warn(f"source {model.source} is quantized: dequantized to F32 before quantizing")
+        return src
+
+    # -- the pass --------------------------------------------------------------------------
+    def run(self, progress: ProgressFn | None = None) -> list[BuildReport]:
+        outs = {t: output_path(self.loaded, t, self.opts.out) for t in self.targets}
+        if not self.opts.force:
+            exist = [str(p) for p in outs.values() if p.exists()]
+            if exist:
+                raise BuildError(f"{exist[0]}: already exists (use --force to overwrite)")
+        reader = self._open_source()
+        sha = self.loaded.sha256
+        t0 = time.perf_counter()
+        with contextlib.ExitStack() as stack:
+            writers: dict[str, gguf.GGUFWriter] = {}
+            tmps: dict[str, Path] = {}
+            for target, path in outs.items():
+                tmp = stack.enter_context(atomic_path(path))
+                tmps[target] = tmp
+                writers[target] = self._start_writer(tmp, reader, target, sha)
+            reports = {t: [] for t in self.targets}
+            try:
+                self._stream(reader, writers, reports, progress)
+                for w in writers.values():
+                    w.close()
+            except OSError as e:
+                if e.errno == errno.ENOSPC:
+                    raise BuildError(
+                        f"{outs[self.targets[0]].parent}: disk full while writing"
+                    ) from None
+                raise
+            for target, tmp in tmps.items():
+                size = tmp.stat().st_size
+                if size != self.plans[target].file_size:
+                    raise BuildError(
+                        f"{outs[target]}: internal error: wrote {size} bytes, the Plan predicted "
+                        f"{self.plans[target].file_size}"
+                    )
+        seconds = time.perf_counter() - t0
+        out: list[BuildReport] = []
+        for target, path in outs.items():
+            plan = self.plans[target]
+            rep = BuildReport(
+                recipe=self.loaded.recipe.name,
+                recipe_version=self.loaded.recipe.version,
+                recipe_sha256=sha,
+                target=target,
+                file=path.name,
+                sha256=_sha256(path),
+                file_size=path.stat().st_size,
+                predicted_size=plan.file_size,
+                bpw=plan.bpw,
+                imatrix=self.imatrix_name,
+                source=self.loaded.recipe.model.source or "",
+                dynq_version=__version__,
+                seconds=round(seconds, 3),
+                tensors=reports[target],
+            )
+            atomic_write_text(report_path(path), json.dumps(rep.to_json(), indent=1) + "\n")
+            out.append(rep)
+        return out
+
+    def _start_writer(self, tmp: Path, reader: GGUFFile, target: str, sha: str) -> gguf.GGUFWriter:
+        plan = self.plans[target]
+        new = output_metadata(self.loaded, target, self.imatrix_ref)
+        new[KEY_FILE_TYPE] = int(nearest_ftype(self.loaded, plan))
+        new[KEY_RECIPE_SHA256] = sha
+        if self.imatrix is not None:
+            new[KEY_IMATRIX_ENTRIES] = len(self.imatrix)
+            new[KEY_IMATRIX_CHUNKS] = self.imatrix.chunk_count
+        w = gguf.GGUFWriter(tmp, plan.arch)
+        _write_metadata(w, reader, new)
+        for t in plan.tensors:
+            w.add_tensor_info(
+                t.name,
+                tuple(reversed(t.shape)),
+                np.dtype(np.float32),
+                t.bytes,
+                raw_dtype=t.type.gguf,
+            )
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_ti_data_to_file()
+        return w
+
+    def _stream(
+        self,
+        reader: GGUFFile,
+        writers: dict[str, gguf.GGUFWriter],
+        reports: dict[str, list[TensorReport]],
+        progress: ProgressFn | None,
+    ) -> None:
+        by_target = {t: p.tensors for t, p in self.plans.items()}
+        n = len(reader.tensors)
+        done_bytes = dict.fromkeys(self.targets, 0)
+        for i, src in enumerate(reader.tensors):
+            planned = {t: by_target[t][i] for t in self.targets}
+            outputs: dict[str, tuple[np.ndarray, float | None]] = {}
+            x = None
+            for target, pt in planned.items():
+                key = pt.type.name
+                if key not in outputs:
+                    if pt.rule == "not quantized" and pt.type.gguf == src.type:
+                        outputs[key] = (np.array(reader.raw(src)), None)
+                    else:
+                        if x is None:
+                            x = _source_f32(reader, src)
+                        outputs[key] = self._encode(x, pt)
+                data, err = outputs[key]
+                writers[target].write_tensor_data(data)
+                reports[target].append(TensorReport(pt.name, key, pt.bytes, err))
+                done_bytes[target] += pt.bytes
+                if progress is not None:
+                    progress(target, i + 1, done_bytes[target], n)
+
+    def _encode(self, x: np.ndarray, pt: PlannedTensor) -> tuple[np.ndarray, float | None]:
+        imp = self.imatrix.importance(pt.name) if self.imatrix is not None else None
+        if imp is not None and imp.shape[-1] != x.shape[-1]:
+            raise BuildError(
+                f"imatrix entry '{pt.name}' has {imp.shape[-1]} columns, tensor has {x.shape[-1]}"
+            )
+        use_imp = imp if pt.type.is_quantized else None
+        data = _quantize(x, pt.type, use_imp, self.opts.device)
+        err = None
+        if self.opts.errors and pt.type.is_quantized:
+            err = round(_rel_error(x, data, pt.type, pt.shape, use_imp), 6)
+        return data, err
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(1 << 22):
+            h.update(block)
+    return h.hexdigest()
