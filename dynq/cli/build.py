@@ -73,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         for r in reports:
             print(
-                f"built {output_path(loaded, r.target, args.out)}: {r.file_size:,} bytes (= Plan), {r.bpw:.3f} bpw, "
+                f"built {output_path(loaded, r.target, args.out)}: {r.file_size:,} bytes "
+                f"(= Plan), {r.bpw:.3f} bpw, "
                 f"{r.seconds:.1f} s, sha256 {r.sha256[:12]}"
             )
     return 0
