@@ -552,7 +552,9 @@ class _State:
                 return T.Q8_0, "glm5-next q/eh projection kept at Q8_0"
 
         if cat is _Cat.OUTPUT or (self.has_tied_embeddings and cat is _Cat.TOKEN_EMBD):
-            what = "output" if cat is _Cat.OUTPUT else "token_embd (tied to output)"
+            what = name.removesuffix(".weight")
+            if cat is _Cat.TOKEN_EMBD:
+                what += " (tied to output)"
             nx = t.shape[0]
             if ft == "MXFP4_MOE":
                 return T.Q8_0, f"{what}: Q8_0 in MXFP4_MOE"
