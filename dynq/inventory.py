@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from functools import cached_property
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -42,12 +43,12 @@ class TensorInfo(BaseModel):
             n *= d
         return n
 
-    @property
+    @cached_property
     def layer(self) -> int | None:
         m = _LAYER_RE.match(self.name)
         return int(m.group(1)) if m else None
 
-    @property
+    @cached_property
     def kind(self) -> str:
         """The name without its layer prefix: ``blk.3.attn_v.weight`` -> ``attn_v.weight``."""
         m = _LAYER_RE.match(self.name)

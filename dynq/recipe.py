@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import functools
 import hashlib
 import json
 import os
@@ -193,18 +194,14 @@ class Rule(_Strict):
         return _glob(self.match).fullmatch(name) is not None
 
 
-_regex_cache: dict[str, re.Pattern[str]] = {}
-
-
+@functools.cache
 def _regex(p: str) -> re.Pattern[str]:
-    r = _regex_cache.get(p)
-    if r is None:
-        r = _regex_cache[p] = re.compile(p)
-    return r
+    return re.compile(p)
 
 
+@functools.cache
 def _glob(p: str) -> re.Pattern[str]:
-    return _regex(fnmatch.translate(p))
+    return re.compile(fnmatch.translate(p))
 
 
 class Target(_Strict):
