@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from gguf.constants import GGUFValueType, LlamaFileType
 
-from dynq import __version__, kernels, qtypes
+from dynq import __version__, kernels, qtypes, stock
 from dynq.errors import DynqError, SourceError
 from dynq.fsutil import atomic_path, atomic_write_text
 from dynq.gguf_io import GGUFFile, TensorEntry, inventory_of, read_gguf
@@ -256,7 +256,7 @@ class Builder:
     def _check_imatrix_needs(self) -> None:
         for plan in self.plans.values():
             for t in plan.tensors:
-                if t.type.needs_imatrix and self.imatrix is None:
+                if self.imatrix is None and stock.requires_imatrix(t.name, t.type.gguf):
                     raise BuildError(
                         f"{self.loaded.path}: target {plan.target}: tensor '{t.name}' gets "
                         f"{t.type.name}, which needs an importance matrix (as in llama-quantize); "

@@ -577,8 +577,23 @@ def inventory_from_tensors(
         origin_kind="safetensors",
         alignment=gguf.GGUF_DEFAULT_ALIGNMENT,
         n_layers=conv.block_count,
+        hparams=_quant_hparams(hparams),
         tensors=out,
     )
+
+
+def _quant_hparams(hp: dict[str, Any]) -> dict[str, int]:
+    """What llama-quantize's rules read from the header, from config.json's names."""
+    out: dict[str, int] = {}
+    n_head = hp.get("num_attention_heads")
+    if isinstance(n_head, int):
+        out["n_head"] = n_head
+        out["n_head_kv"] = int(hp.get("num_key_value_heads") or n_head)
+    for key in ("n_routed_experts", "num_local_experts", "num_experts"):
+        if isinstance(hp.get(key), int):
+            out["n_expert"] = int(hp[key])
+            break
+    return out
 
 
 def _load_config(path: Path) -> dict[str, Any]:

@@ -201,6 +201,27 @@ def _parse(buf: mmap.mmap, p: Path) -> GGUFFile:
     return GGUFFile(p, version, alignment, data_offset, fields, tensors)
 
 
+def _first(v: object) -> int | None:
+    if isinstance(v, list):  # per-layer arrays (e.g. head_count_kv of hybrid models)
+        v = v[0] if v else None
+    return int(v) if isinstance(v, int | float) else None
+
+
+def hparams_of(f: GGUFFile) -> dict[str, int]:
+    """The hparams llama-quantize's per-tensor rules read (layer 0 where they vary)."""
+    keys = {
+        "n_head": f"{f.arch}.attention.head_count",
+        "n_head_kv": f"{f.arch}.attention.head_count_kv",
+        "n_expert": f"{f.arch}.expert_count",
+    }
+    out = {}
+    for name, key in keys.items():
+        v = _first(f.get(key))
+        if v is not None and v > 0:
+            out[name] = v
+    return out
+
+
 def inventory_of(f: GGUFFile, origin: str | None = None) -> Inventory:
     """The inventory of a parsed GGUF file."""
     arch = f.arch
@@ -214,6 +235,7 @@ def inventory_of(f: GGUFFile, origin: str | None = None) -> Inventory:
         alignment=f.alignment,
         n_layers=n_layers,
         metadata_bytes={k: kv.nbytes for k, kv in f.fields.items()},
+        hparams=hparams_of(f),
         tensors=[TensorInfo(name=t.name, shape=t.shape, type=t.type.name) for t in f.tensors],
     )
 

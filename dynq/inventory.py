@@ -76,6 +76,11 @@ class Inventory(BaseModel):
     alignment: int = 32
     n_layers: int
     metadata_bytes: dict[str, int] = Field(default_factory=dict)
+    hparams: dict[str, int] = Field(
+        default_factory=dict,
+        description="what llama-quantize's rules read from the header: n_head, n_head_kv "
+        "(layer 0), n_expert",
+    )
     tensors: list[TensorInfo]
 
     def by_name(self) -> dict[str, TensorInfo]:

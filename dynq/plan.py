@@ -229,9 +229,14 @@ class Resolver:
         chosen: dict[str, tuple[qtypes.GGMLType, str, str | None]] = {}
         pre_fallback: dict[str, qtypes.GGMLType] = {}
 
+        if imatrix is True:
+            imatrix = default_imatrix_ref(self.loaded)
         if target.mix is not None:
-            for tname, choice in stock.stock_types(target.mix, inv).items():
-                if choice.quantize:
+            choices = stock.stock_types(
+                target.mix, inv, imatrix=bool(imatrix), hparams=inv.hparams or None
+            )
+            for tname, choice in choices.items():
+                if self._quantizable[tname]:
                     chosen[tname] = (choice.type, target.extends or "", choice.reason)
                     if choice.fallback_from is not None:
                         pre_fallback[tname] = choice.fallback_from
@@ -274,8 +279,6 @@ class Resolver:
                     bytes=got.nbytes(t.shape),
                 )
             )
-        if imatrix is True:
-            imatrix = default_imatrix_ref(self.loaded)
         meta = self._metadata_bytes(target_name, imatrix or None)
         size = layout.file_size(
             [meta], [(t.name, len(t.shape), t.bytes) for t in tensors], inv.alignment

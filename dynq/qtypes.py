@@ -30,10 +30,9 @@ T = GGMLQuantizationType
 FLOAT_TYPES = frozenset({T.F32, T.F16, T.BF16, T.F64})
 INT_TYPES = frozenset({T.I8, T.I16, T.I32, T.I64})
 
-# Types llama-quantize refuses to produce without an importance matrix
-# (llama-quant.cpp: "please do not use IQ1_S, IQ1_M, IQ2_S, IQ2_XXS, IQ2_XS or Q2_K_S
-# quantization without an importance matrix"; the check is on the tensor type).
-IMATRIX_REQUIRED = frozenset({T.IQ1_S, T.IQ1_M, T.IQ2_XXS, T.IQ2_XS, T.IQ2_S})
+# Types llama-quantize refuses to produce without an importance matrix (llama-quant.cpp; the
+# full rule, with its exemptions for token_embd/output, is dynq.stock.requires_imatrix).
+IMATRIX_REQUIRED = frozenset({T.IQ1_S, T.IQ1_M, T.IQ2_XXS, T.IQ2_XS, T.IQ2_S, T.IQ3_XXS})
 
 # Dot-product helper types: they exist only as the other operand of a matmul; never a storage type
 # that a model file should contain.

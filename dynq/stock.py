@@ -782,10 +782,12 @@ class _State:
 # tensor_requires_imatrix
 # --------------------------------------------------------------------------------------------
 
-_IMATRIX_TYPES = frozenset({T.IQ3_XXS, T.IQ2_XXS, T.IQ2_XS, T.IQ2_S, T.IQ1_M, T.IQ1_S})
+_IMATRIX_TYPES = qtypes.IMATRIX_REQUIRED
 
 
-def _requires_imatrix(name: str, t: GGMLQuantizationType, ftype: str) -> bool:
+def requires_imatrix(name: str, t: GGMLQuantizationType, ftype: str | None = None) -> bool:
+    """Whether llama-quantize refuses to give tensor ``name`` type ``t`` without an imatrix
+    (token_embd and output are exempt; Q2_K only under the Q2_K_S mix)."""
     if _category(name) in (_Cat.TOKEN_EMBD, _Cat.OUTPUT):
         return False
     if t in _IMATRIX_TYPES:
@@ -841,6 +843,6 @@ def stock_types(
             reason,
             fb_from,
             quantize=ct != stored,
-            requires_imatrix=_requires_imatrix(t.name, chosen, ftype),
+            requires_imatrix=requires_imatrix(t.name, chosen, ftype),
         )
     return {t.name: out[t.name] for t in inventory.tensors}
