@@ -1,0 +1,111 @@
+"""GGUF tensors as F32 torch tensors, dequantized one tensor (or one layer) at a time.
+
+Tensor data stays in the memory-mapped file; ``LayerWeights`` holds one layer dequantized, so a
+forward pass needs memory for one layer plus activations, whatever the model's size.
+Dequantization uses ``dynq.kernels.dequantize`` when that module exists, else
+``gguf.quants.dequantize`` (both: raw bytes and GGML type in, F32 values out).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+
+from dynq.engine.gguf_file import GGUFFile
+from dynq.errors import InventoryError
+
+
+def _kernels():
+    """dynq's own ``dequantize`` when the kernels module exists and is not disabled with
+    DYNQ_ENGINE_DEQUANT=gguf; else None."""
+    if os.environ.get("DYNQ_ENGINE_DEQUANT", "") == "gguf":
+        return None
+    try:
+        from dynq.kernels import dequantize as kernel_dequantize  # type: ignore[attr-defined]
+    except Exception:  # pragma: no cover - depends on the tree
+        return None
+    return kernel_dequantize
+
+
+def dequantize(raw: np.ndarray, ggml_type: int, shape: tuple[int, ...]) -> np.ndarray:
+    """F32 values of ``raw`` (uint8) holding a tensor of GGML type ``ggml_type`` and GGUF
+    ``shape`` (fastest dimension first); the result has numpy/torch order (shape reversed)."""
+    import gguf
+
+    qt = gguf.GGMLQuantizationType(ggml_type)
+    np_shape = tuple(reversed(shape))
+    if qt == gguf.GGMLQuantizationType.F32:
+        return raw.view(np.float32).reshape(np_shape)
+    if qt == gguf.GGMLQuantizationType.F16:
+        return raw.view(np.float16).reshape(np_shape).astype(np.float32)
+    kernel = _kernels()
+    if kernel is not None:
+        try:
+            out = kernel(np.array(raw), qt, shape)
+            return np.asarray(out, dtype=np.float32).reshape(np_shape)
+        except Exception:  # a type the kernels do not (yet) cover: gguf's reference
+            pass
+    block, type_size = gguf.GGML_QUANT_SIZES[qt]
+    row_bytes = shape[0] // block * type_size
+    rows = raw.reshape(-1, row_bytes)
+    out = gguf.quants.dequantize(rows, qt)
+    return np.asarray(out, dtype=np.float32).reshape(np_shape)
+
+
+class WeightSource:
+    """Reads tensors of one GGUF file onto ``device`` as F32 torch tensors."""
+
+    def __init__(self, gf: GGUFFile, device: str | torch.device = "cpu"):
+        self.gf = gf
+        self.device = torch.device(device)
+
+    def has(self, name: str) -> bool:
+        return name in self.gf.tensors
+
+    def tensor(self, name: str) -> torch.Tensor:
+        t = self.gf.tensors.get(name)
+        if t is None:
+            raise InventoryError(f"{self.gf.path}: tensor {name}: not in file")
+        arr = dequantize(self.gf.raw(name), t.ggml_type, t.shape)
+        if not arr.flags.writeable:
+            arr = arr.copy()
+        return torch.from_numpy(arr).to(self.device)
+
+    def rows(self, name: str, ids: torch.Tensor) -> torch.Tensor:
+        """Rows ``ids`` of a 2-D tensor (an embedding), dequantizing only those rows."""
+        import gguf
+
+        t = self.gf.tensors.get(name)
+        if t is None:
+            raise InventoryError(f"{self.gf.path}: tensor {name}: not in file")
+        n_cols, n_rows = t.shape[0], int(np.prod(t.shape[1:]))
+        block, type_size = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType(t.ggml_type)]
+        raw = self.gf.raw(name).reshape(n_rows, n_cols // block * type_size)
+        flat = ids.reshape(-1).cpu()
+        uniq, inv = torch.unique(flat, return_inverse=True)
+        sub = dequantize(np.ascontiguousarray(raw[uniq.numpy()]), t.ggml_type, (n_cols, len(uniq)))
+        out = torch.from_numpy(np.array(sub, dtype=np.float32))[inv]
+        return out.reshape(*ids.shape, n_cols).to(self.device)
+
+    def layer(self, il: int) -> LayerWeights:
+        prefix = f"blk.{il}."
+        names = [n for n in self.gf.tensors if n.startswith(prefix)]
+        if not names:
+            raise InventoryError(f"{self.gf.path}: layer {il}: no tensors blk.{il}.*")
+        return LayerWeights(il, {n[len(prefix) :]: self.tensor(n) for n in names})
+
+
+class LayerWeights:
+    """One layer's tensors by short name: ``w["attn_q"]`` is ``blk.N.attn_q.weight``."""
+
+    def __init__(self, il: int, tensors: dict[str, torch.Tensor]):
+        self.il = il
+        self.tensors = tensors
+
+    def __getitem__(self, short: str) -> torch.Tensor:
+        return self.tensors[short if "." in short else f"{short}.weight"]
+
+    def get(self, short: str) -> torch.Tensor | None:
+        return self.tensors.get(short if "." in short else f"{short}.weight")
