@@ -1,0 +1,81 @@
+"""Shared by the kernel tests: the golden data and the comparison criterion."""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+
+from dynq import kernels, qtypes
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "kernels"
+
+#: every quantized type with golden data, in the order of the task's priorities
+TYPES = (
+    "q8_0",
+    "q4_0",
+    "q4_1",
+    "q5_0",
+    "q5_1",
+    "q6_k",
+    "q4_k",
+    "q5_k",
+    "q3_k",
+    "q2_k",
+    "iq4_nl",
+    "iq4_xs",
+    "tq1_0",
+    "tq2_0",
+    "mxfp4",
+    "q1_0",
+)
+CASES = ("normal", "heavy", "uniform", "edge", "smollm2", "gemma3")
+
+
+@cache
+def inputs() -> dict[str, np.ndarray]:
+    with np.load(DATA / "inputs.npz") as z:
+        return {k: z[k] for k in z.files}
+
+
+@cache
+def golden(t: str) -> dict[str, np.ndarray]:
+    with np.load(DATA / f"golden_{t}.npz") as z:
+        return {k: z[k] for k in z.files}
+
+
+def block_errors(x: np.ndarray, q: np.ndarray, t: str, w: np.ndarray | None) -> np.ndarray:
+    """Weighted squared error of each block of quantized bytes ``q`` of rows ``x``."""
+    T = qtypes.get(t)
+    y = kernels.dequantize(q, t, [x.shape[1], x.shape[0]])
+    e = (x.astype(np.float64) - y) ** 2
+    if w is not None:
+        e = e * w.astype(np.float64)
+    return e.reshape(-1, T.block_size).sum(axis=1)
+
+
+def compare(
+    x: np.ndarray, ours: np.ndarray, ref: np.ndarray, t: str, w: np.ndarray | None
+) -> tuple[int, int]:
+    """The acceptance criterion: at least 99.9 % of blocks byte-identical to ggml's, and every
+    block that differs with a weighted squared error within 0.01 % of ggml's.
+
+    Returns ``(blocks, identical)``; raises AssertionError with details when it fails.
+    """
+    T = qtypes.get(t)
+    assert ours.dtype == np.uint8 and ours.shape == ref.shape, (ours.shape, ref.shape)
+    a = ours.reshape(-1, T.type_size)
+    b = ref.reshape(-1, T.type_size)
+    differ = (a != b).any(axis=1)
+    n, nd = len(a), int(differ.sum())
+    if nd:
+        eo = block_errors(x, ours, t, w)[differ]
+        er = block_errors(x, ref, t, w)[differ]
+        worse = eo > er * 1.0001 + 1e-30
+        first = int(np.nonzero(differ)[0][0])
+        assert (n - nd) / n >= 0.999 and not worse.any(), (
+            f"{t}: {nd}/{n} blocks differ from ggml; {int(worse.sum())} with a larger error; "
+            f"first differing block {first}: ours {a[first].tolist()} ggml {b[first].tolist()}"
+        )
+    return n, n - nd
