@@ -13,7 +13,9 @@ Tensors are processed in chunks of whole rows, so memory stays bounded for any t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -78,6 +80,17 @@ def _as_tensor(a: Any, what: str) -> torch.Tensor:
     return t
 
 
+@contextmanager
+def _single_threaded_ops() -> Iterator[None]:
+    """torch intra-op threads set to 1 for the duration (restored after)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
 def _chunk_rows(kernel: type[Kernel], n: int, dev: torch.device) -> int:
     elems = kernel.chunk_elems * (_CUDA_CHUNK_FACTOR if dev.type == "cuda" else 1)
     return max(1, elems // max(n, 1))
@@ -126,7 +139,8 @@ def quantize(
     if rows == 0 or n == 0:
         return out
     step = _chunk_rows(kernel, n, dev)
-    for r0 in range(0, rows, step):
+
+    def job(r0: int) -> None:
         r1 = min(rows, r0 + step)
         chunk = xt[r0:r1].to(device=dev, dtype=torch.float32).contiguous()
         fin = torch.isfinite(chunk)
@@ -137,6 +151,19 @@ def quantize(
             )
         q = kernel.quantize_rows(chunk, w)
         out[r0 * row_bytes : r1 * row_bytes] = q.reshape(-1).cpu().numpy()
+
+    starts = range(0, rows, step)
+    workers = min(torch.get_num_threads(), len(starts)) if dev.type == "cpu" else 1
+    if workers <= 1:
+        for r0 in starts:
+            job(r0)
+    else:
+        # Chunks in parallel Python threads (torch releases the GIL inside ops), each op on one
+        # thread: the kernels run thousands of mid-sized ops, for which intra-op threading costs
+        # more in synchronisation than it gains (and collapses on a busy machine).
+        with _single_threaded_ops(), ThreadPoolExecutor(workers) as pool:
+            for _ in pool.map(job, starts):
+                pass
     return out
 
 

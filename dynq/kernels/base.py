@@ -61,7 +61,7 @@ class Kernel:
     #: whether the importance vector changes the result (ggml ignores it for some types)
     uses_imatrix: ClassVar[bool] = True
     #: elements per chunk on CPU; kernels with big per-element search state use less
-    chunk_elems: ClassVar[int] = 1 << 20
+    chunk_elems: ClassVar[int] = 1 << 18
 
     def __init_subclass__(cls, qtype: str | None = None, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)

@@ -15,7 +15,7 @@ from ._util import TYPES
 def test_supported_types() -> None:
     names = kernels.supported_types()
     assert isinstance(names, frozenset)
-    assert {t.upper() for t in TYPES} | {"F32", "F16", "BF16"} == names
+    assert {t.upper() for t in TYPES} | {"F32", "F16", "BF16"} <= names
 
 
 @pytest.mark.parametrize("qtype", ["iq2_xxs", "IQ3_S", "nvfp4"])

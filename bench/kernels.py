@@ -1,0 +1,89 @@
+"""Throughput of dynq's quantization kernels against libggml's, per type, with and without an
+imatrix, on the same float32 tensors.
+
+    python bench/kernels.py --libggml /path/to/llama-build/bin [--device cuda] [--types q4_k,q6_k]
+
+MB/s is megabytes of float32 input per second (best of ``--repeat`` runs, after one warm-up).
+ggml runs ``ggml_quantize_chunk`` through ctypes with ``--threads`` Python threads splitting the
+rows (ctypes releases the GIL, so they run in parallel). dynq runs ``dynq.kernels.quantize`` on
+``--device`` with torch's default intra-op threads. The last column says whether the bytes match.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch
+
+from dynq import kernels
+from dynq.kernels.ggml_ref import load
+
+DEFAULT_TYPES = (
+    "q8_0,q4_0,q4_1,q5_0,q5_1,q6_k,q4_k,q5_k,q3_k,q2_k,iq4_nl,iq4_xs,tq1_0,tq2_0,mxfp4,q1_0"
+)
+
+
+def best_time(fn, repeat: int) -> float:
+    fn()  # warm-up
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--libggml", default=os.environ.get("DYNQ_LIBGGML"))
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--types", default=DEFAULT_TYPES)
+    ap.add_argument("--rows", type=int, default=1024)
+    ap.add_argument("--cols", type=int, default=2048)
+    ap.add_argument("--threads", type=int, default=2, help="ggml threads")
+    ap.add_argument("--repeat", type=int, default=3)
+    args = ap.parse_args()
+    if not args.libggml:
+        raise SystemExit("pass --libggml or set DYNQ_LIBGGML")
+    g = load(args.libggml)
+    rng = np.random.default_rng(0)
+    x = (rng.standard_t(4, (args.rows, args.cols)) * 0.02).astype(np.float32)
+    w = np.exp(rng.standard_normal(args.cols) * 1.5).astype(np.float32)
+    mb = x.nbytes / 1e6
+    xin = torch.from_numpy(x).to(args.device) if args.device == "cuda" else x
+    print(
+        f"# {args.rows}x{args.cols} float32 ({mb:.1f} MB), dynq on {args.device} "
+        f"(torch {torch.__version__}, {torch.get_num_threads()} threads), "
+        f"ggml {args.threads} threads, best of {args.repeat}"
+    )
+    print(
+        f"{'type':8s} {'imatrix':7s} {'ggml MB/s':>10s} {'dynq MB/s':>10s} {'dynq/ggml':>9s}  same"
+    )
+    for t in args.types.split(","):
+        for im in (None, w):
+            ref = g.quantize(x, t, im, threads=args.threads)
+            ours = kernels.quantize(xin, t, im, device=args.device)
+            tg = best_time(
+                lambda t=t, im=im: g.quantize(x, t, im, threads=args.threads), args.repeat
+            )
+            td = best_time(
+                lambda t=t, im=im: kernels.quantize(xin, t, im, device=args.device), args.repeat
+            )
+            same = "yes" if np.array_equal(ref, ours) else "NO"
+            print(
+                f"{t:8s} {'yes' if im is not None else 'no':7s} {mb / tg:10.1f} {mb / td:10.1f} "
+                f"{tg / td:9.2f}  {same}",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()
