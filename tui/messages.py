@@ -1,0 +1,29 @@
+"""Messages between widgets and screens: small dataclasses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from textual.message import Message
+
+
+@dataclass
+class MapCellChosen(Message):
+    """The layer map's cursor chose a tensor (enter or click)."""
+
+    name: str
+
+
+@dataclass
+class BuildProgress(Message):
+    target: str
+    tensors_done: int
+    bytes_done: int
+    total: int
+
+
+@dataclass
+class BuildFinished(Message):
+    target: str
+    ok: bool
+    message: str

@@ -1,0 +1,1 @@
+"""Screens of the dynq TUI, one per module."""

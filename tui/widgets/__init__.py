@@ -1,0 +1,1 @@
+"""Widgets of the dynq TUI, one per module."""
