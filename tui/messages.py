@@ -15,6 +15,13 @@ class MapCellChosen(Message):
 
 
 @dataclass
+class MapCursorMoved(Message):
+    """The layer map's cursor is on tensor ``name`` (None: an empty cell)."""
+
+    name: str | None
+
+
+@dataclass
 class BuildProgress(Message):
     target: str
     tensors_done: int

@@ -19,16 +19,16 @@ from dynq.recipe import LoadedRecipe, load_recipe, parse_layers
 
 COLUMNS: list[tuple[str, str]] = [
     ("name", "tensor"),
+    ("type", "type"),
+    ("bpw", "bpw"),
+    ("mb", "MB"),
+    ("imp", "importance"),
+    ("rule", "rule"),
+    ("note", "note"),
     ("layer", "layer"),
     ("kind", "kind"),
     ("shape", "shape"),
     ("params", "params"),
-    ("type", "type"),
-    ("bpw", "bpw"),
-    ("mb", "MB"),
-    ("rule", "rule"),
-    ("note", "note"),
-    ("imp", "importance"),
 ]
 NUMERIC = {"layer", "params", "bpw", "mb", "imp"}
 
@@ -127,8 +127,8 @@ class Filter:
 
 
 def _like(value: str, pattern: str) -> bool:
-    if any(c in pattern for c in "*?["):
-        return fnmatch.fnmatchcase(value, pattern)
+    if any(c in pattern for c in "*?["):  # a glob anywhere in the name
+        return fnmatch.fnmatchcase(value, pattern) or fnmatch.fnmatchcase(value, f"*{pattern}*")
     return pattern in value
 
 

@@ -43,7 +43,7 @@ class CompareScreen(Screen[str | None]):
             )
             yield DataTable(id="compare-table", cursor_type="row", zebra_stripes=True)
             yield ParetoChart(id="chart")
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         table = self.query_one("#compare-table", DataTable)

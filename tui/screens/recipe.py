@@ -8,7 +8,7 @@ from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.containers import Horizontal, ScrollableContainer, Vertical
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Select, Static, TabbedContent, TabPane
 
@@ -16,7 +16,7 @@ from dynq.errors import DynqError
 from dynq.plan import Plan
 from tui.editor import Editor, Scope
 from tui.importance import find_imatrix, load_importance
-from tui.messages import MapCellChosen
+from tui.messages import MapCellChosen, MapCursorMoved
 from tui.model import (
     COLUMNS,
     FILTER_HELP,
@@ -37,14 +37,14 @@ class RecipeScreen(Screen):
     """Edit one recipe. The Editor holds the state; this screen draws it and forwards keys."""
 
     BINDINGS = [
-        Binding("enter", "pick_type", "Type", priority=False),
-        Binding("plus,equals_sign", "step(1)", "+1 step", key_display="+"),
-        Binding("minus", "step(-1)", "−1 step", key_display="-"),
+        Binding("enter", "pick_type", "Type"),
+        Binding("plus,equals_sign", "step(1)", "Up", key_display="+"),
+        Binding("minus", "step(-1)", "Down", key_display="-"),
         Binding("space", "mark", "Mark", show=False),
         Binding("a", "mark_all", "Mark shown", show=False),
         Binding("x", "clear_marks", "Clear marks", show=False),
         Binding("slash", "filter", "Filter", key_display="/"),
-        Binding("t", "choose_target", "Target"),
+        Binding("t", "choose_target", "Target", show=False),
         Binding("right_square_bracket", "next_target(1)", "Next target", show=False),
         Binding("left_square_bracket", "next_target(-1)", "Previous target", show=False),
         Binding("s", "sort", "Sort", show=False),
@@ -52,11 +52,11 @@ class RecipeScreen(Screen):
         Binding("1", "tab('tensors')", "Table", show=False),
         Binding("2", "tab('map')", "Map", show=False),
         Binding("3", "tab('rules')", "Rules", show=False),
-        Binding("m", "toggle_map", "Map"),
-        Binding("n", "note", "Note"),
+        Binding("m", "toggle_map", "Map", show=False),
+        Binding("n", "note", "Note", show=False),
         Binding("d", "delete_rule", "Delete rule", show=False),
         Binding("u,ctrl+z", "undo", "Undo"),
-        Binding("ctrl+y,U", "redo", "Redo"),
+        Binding("ctrl+y,U", "redo", "Redo", show=False),
         Binding("ctrl+s", "save", "Save"),
         Binding("b", "build", "Build"),
         Binding("c", "compare", "Compare"),
@@ -101,13 +101,14 @@ class RecipeScreen(Screen):
                     with TabPane("Tensors", id="tensors"):
                         yield TensorTable(id="table")
                     with TabPane("Layer map", id="map"):
-                        with VerticalScroll(id="layer-map-scroll"):
+                        yield Static("", id="map-detail")
+                        with ScrollableContainer(id="layer-map-scroll"):
                             yield LayerMapView(id="layer-map")
                     with TabPane("Rules", id="rules"):
                         yield DataTable(id="rules-table", cursor_type="row", zebra_stripes=True)
                 yield Static("", id="status")
             yield SummaryPanel(id="summary")
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         rt = self.query_one("#rules-table", DataTable)
@@ -439,6 +440,11 @@ class RecipeScreen(Screen):
 
     def on_map_cell_chosen(self, msg: MapCellChosen) -> None:
         self.action_pick_type()
+
+    def on_map_cursor_moved(self, msg: MapCursorMoved) -> None:
+        self.query_one("#map-detail", Static).update(
+            self.query_one("#layer-map", LayerMapView).detail()
+        )
 
     def action_tab(self, tab: str) -> None:
         self.query_one("#tabs", TabbedContent).active = tab

@@ -37,7 +37,7 @@ class RegistryScreen(Screen):
             )
             yield DataTable(id="recipes", cursor_type="row", zebra_stripes=True)
             yield Static("", id="detail")
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         table = self.query_one("#recipes", DataTable)

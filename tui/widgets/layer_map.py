@@ -5,11 +5,13 @@ from __future__ import annotations
 from rich.text import Text
 from textual import events
 from textual.binding import Binding
+from textual.containers import ScrollableContainer
+from textual.geometry import Region
 from textual.reactive import reactive
 from textual.widget import Widget
 
 from dynq.plan import Plan, PlannedTensor
-from tui.messages import MapCellChosen
+from tui.messages import MapCellChosen, MapCursorMoved
 from tui.model import BIT_CLASSES, LayerMap, bit_char, bit_class, layer_map, short_kind
 
 LABEL_WIDTH = 16
@@ -22,7 +24,7 @@ class LayerMapView(Widget, can_focus=True):
     """
 
     DEFAULT_CSS = """
-    LayerMapView { height: auto; width: 1fr; padding: 0 1; }
+    LayerMapView { height: auto; width: auto; padding: 0 1; text-wrap: nowrap; text-overflow: ellipsis; }
     """
 
     BINDINGS = [
@@ -49,13 +51,29 @@ class LayerMapView(Widget, can_focus=True):
             self.row = min(self.row, len(self.map.kinds) - 1)
             self.col = min(self.col, max(self.map.n_layers - 1, 0))
         self.refresh(layout=True)
+        self._cursor_moved()
+
+    def _avail(self) -> int:
+        parent = self.parent
+        width = parent.size.width if parent is not None and parent.size.width else 80
+        return max(width - 2 - 2, 20)  # padding, a vertical scrollbar
+
+    @property
+    def label_width(self) -> int:
+        n = self.map.n_layers if self.map else 0
+        return max(8, min(LABEL_WIDTH, self._avail() - n))
 
     @property
     def cell_width(self) -> int:
         if self.map is None or not self.map.n_layers:
             return 1
-        avail = max(self.size.width - LABEL_WIDTH - 2, self.map.n_layers)
+        avail = max(self._avail() - self.label_width, self.map.n_layers)
         return max(1, min(3, avail // self.map.n_layers))
+
+    def get_content_width(self, container, viewport) -> int:
+        if self.map is None:
+            return 40
+        return max(self.label_width + self.map.n_layers * self.cell_width, 60)
 
     @property
     def current(self) -> PlannedTensor | None:
@@ -77,7 +95,7 @@ class LayerMapView(Widget, can_focus=True):
     def on_click(self, event: events.Click) -> None:
         if self.map is None:
             return
-        x, y = event.x - 1 - LABEL_WIDTH, event.y - 1  # padding, label; header line
+        x, y = event.x - 1 - self.label_width, event.y - 1  # padding, label; header line
         if 0 <= y < len(self.map.kinds) and x >= 0:
             col = x // self.cell_width
             if col < self.map.n_layers:
@@ -87,7 +105,38 @@ class LayerMapView(Widget, can_focus=True):
 
     def get_content_height(self, container, viewport, width: int) -> int:
         n = len(self.map.kinds) if self.map else 0
-        return n + 4 + (1 if self.map and self.map.other else 0)
+        return n + 1 + (1 if self.map and self.map.other else 0)
+
+    def watch_row(self) -> None:
+        self._cursor_moved()
+
+    def watch_col(self) -> None:
+        self._cursor_moved()
+
+    def _cursor_moved(self) -> None:
+        t = self.current
+        self.post_message(MapCursorMoved(t.name if t else None))
+        parent = self.parent
+        if isinstance(parent, ScrollableContainer) and self.map is not None:
+            x = 1 + self.label_width + self.col * self.cell_width
+            parent.scroll_to_region(Region(x, 1 + self.row, self.cell_width, 1), animate=False)
+
+    def detail(self) -> Text:
+        """The legend, and the tensor under the cursor (shown above the map)."""
+        out = Text(no_wrap=True, overflow="ellipsis")
+        out.append("bits ", style="dim")
+        for _, colour, label in BIT_CLASSES:
+            out.append(f" {label} ", style=f"black on {colour}")
+        out.append("  * fallback  ←↑↓→ move, enter: type\n", style="dim")
+        t = self.current
+        if t is not None:
+            fb = f" (fallback from {t.fallback_from.name})" if t.fallback_from else ""
+            out.append(f"▶ {t.name}: ", style="bold")
+            out.append(f"{t.type.name}{fb}, {t.bpw:.2f} bpw", style=f"bold {bit_class(t.bpw)[0]}")
+            out.append(f" — {t.rule}" + (f": {t.note}" if t.note else ""))
+        else:
+            out.append("▶ (no quantized tensor here)", style="dim")
+        return out
 
     def render(self) -> Text:
         m = self.map
@@ -104,13 +153,14 @@ class LayerMapView(Widget, can_focus=True):
                 pos = layer * w + i
                 if pos < len(head):
                     head[pos] = ch
-        out.append("layer".ljust(LABEL_WIDTH), style="dim")
+        lw = self.label_width
+        out.append("layer".ljust(lw), style="dim")
         out.append("".join(head) + "\n", style="dim")
         focused = self.has_focus
         for r, kind in enumerate(m.kinds):
             label = short_kind(kind)
-            label = label if len(label) < LABEL_WIDTH else label[: LABEL_WIDTH - 2] + "…"
-            out.append(label.ljust(LABEL_WIDTH), style="bold" if r == self.row else "")
+            label = label if len(label) < lw else label[: lw - 2] + "…"
+            out.append(label.ljust(lw), style="bold" if r == self.row else "")
             for c in range(m.n_layers):
                 t = m.cells.get((kind, c))
                 if t is None:
@@ -130,19 +180,5 @@ class LayerMapView(Widget, can_focus=True):
             out.append("\n")
         if m.other:
             parts = [f"{short_kind(t.name)} {t.type.name}" for t in m.other]
-            out.append("outside layers: " + ", ".join(parts) + "\n", style="dim")
-        t = self.current
-        if t is not None:
-            fb = f" (fallback from {t.fallback_from.name})" if t.fallback_from else ""
-            out.append(f"▶ {t.name}: ", style="bold")
-            out.append(f"{t.type.name}{fb}, {t.bpw:.2f} bpw", style=f"bold {bit_class(t.bpw)[0]}")
-            out.append(f" — {t.rule}" + (f": {t.note}" if t.note else "") + "\n")
-        else:
-            out.append("▶ (no quantized tensor here)\n", style="dim")
-        legend = Text("bits: ", style="dim")
-        for _, colour, label in BIT_CLASSES:
-            legend.append(f" {label} ", style=f"black on {colour}")
-            legend.append(" ")
-        legend.append("  * fallback", style="dim")
-        out.append_text(legend)
+            out.append("outside layers: " + ", ".join(parts), style="dim")
         return out

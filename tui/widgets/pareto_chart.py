@@ -14,7 +14,7 @@ class ParetoChart(Widget):
     """x: file size (GB), y: mean KLD (log scale). ◆ on the Pareto front, ○ off it."""
 
     DEFAULT_CSS = """
-    ParetoChart { height: 1fr; min-height: 8; padding: 0 1; }
+    ParetoChart { height: 1fr; min-height: 8; padding: 0 1; text-wrap: nowrap; }
     """
 
     def __init__(self, **kw) -> None:

@@ -57,7 +57,9 @@ class SummaryPanel(Static):
                     continue
                 colour = bit_class(_type_bpw(name))[0]
                 label = f"{name} {share:.0%}"
-                t.append(label[:cells].ljust(cells), style=f"black on {colour}")
+                if len(label) > cells:
+                    label = name if len(name) <= cells else ""
+                t.append(label.ljust(cells), style=f"black on {colour}")
             return t
         t.append("\n\n")
         t.append("type       n    share\n", style="bold dim")

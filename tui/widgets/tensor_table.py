@@ -23,7 +23,7 @@ from dynq.plan import Plan, PlannedTensor
 from tui.model import COLUMNS, NUMERIC, Filter, bit_class, fmt_mb, fmt_params, short_kind, sort_key
 
 MARK = "●"
-MAX_WIDTH = {"name": 36, "rule": 26, "note": 48, "kind": 20, "shape": 18}
+MAX_WIDTH = {"name": 32, "rule": 26, "note": 48, "kind": 20, "shape": 18}
 
 
 @dataclass
@@ -125,23 +125,23 @@ class TensorTable(ScrollView, can_focus=True):
         if t.fallback_from:
             note = f"fallback from {t.fallback_from.name}" + (f"; {note}" if note else "")
         quant = t.type.is_quantized
-        cells = [
-            (MARK if t.name in self.marks else " ", "bold"),
-            (t.name, ""),
-            ("" if t.layer is None else str(t.layer), ""),
-            (short_kind(t.kind), ""),
-            ("×".join(map(str, t.shape)), "dim"),
-            (fmt_params(t.n_elements), ""),
-            (t.type.name + ("*" if t.fallback_from else ""), f"bold {colour}" if quant else "dim"),
-            (f"{t.bpw:.2f}", ""),
-            (fmt_mb(t.bytes), ""),
-            (rule, "dim" if rule in ("stock", "not quantized", "base") else ""),
-            (note, "italic"),
-        ]
-        if self.importance is not None:
-            v = self.importance.get(t.name)
-            cells.append(("—" if v is None else f"{v:.3g}", ""))
-        return cells
+        v = self.importance.get(t.name) if self.importance is not None else None
+        by_key = {
+            "name": (t.name, ""),
+            "type": (t.type.name + ("*" if t.fallback_from else ""),
+                     f"bold {colour}" if quant else "dim"),
+            "bpw": (f"{t.bpw:.2f}", ""),
+            "mb": (fmt_mb(t.bytes), ""),
+            "imp": ("—" if v is None else f"{v:.3g}", ""),
+            "rule": (rule, "dim" if rule in ("stock", "not quantized", "base") else ""),
+            "note": (note, "italic"),
+            "layer": ("" if t.layer is None else str(t.layer), ""),
+            "kind": (short_kind(t.kind), ""),
+            "shape": ("×".join(map(str, t.shape)), "dim"),
+            "params": (fmt_params(t.n_elements), ""),
+        }
+        mark = (MARK if t.name in self.marks else " ", "bold")
+        return [mark, *(by_key[k] for k, _ in self.columns)]
 
     @property
     def current_name(self) -> str | None:
