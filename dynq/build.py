@@ -35,11 +35,13 @@ from dynq.provenance import (
     KEY_IMATRIX_CHUNKS,
     KEY_IMATRIX_ENTRIES,
     KEY_RECIPE_SHA256,
+    KEY_TEMPLATE_SOURCE_SHA256,
     ImatrixRef,
     output_metadata,
 )
 from dynq.recipe import LoadedRecipe
 from dynq.sources import check_file_ref, resolve_source
+from dynq.templates import check_for_build
 
 DEFAULT_OUT = Path("build")
 
@@ -140,6 +142,8 @@ def _write_metadata(w: gguf.GGUFWriter, src: GGUFFile, new: dict[str, object]) -
     for key, value in new.items():
         if isinstance(value, str):
             w.add_string(key, value)
+        elif isinstance(value, bool):
+            w.add_bool(key, value)
         else:
             w.add_key_value(key, value, _INT_KEYS[key])
 
@@ -220,6 +224,7 @@ class Builder:
         self.plans = {t: self.resolver.plan(t, imatrix=self.imatrix_ref) for t in self.targets}
         self._check_imatrix_needs()
         self._check_kernels()
+        self.template_checked = check_for_build(loaded, warn)  # False: source not local yet
 
     # -- inputs ----------------------------------------------------------------------------
     def _load_imatrix(self) -> tuple[Imatrix | None, str | None]:
@@ -312,6 +317,8 @@ class Builder:
             if exist:
                 raise BuildError(f"{exist[0]}: already exists (use --force to overwrite)")
         reader = self._open_source()
+        if not self.template_checked:
+            self.template_checked = check_for_build(self.loaded, self.warn, source=reader)
         sha = self.loaded.sha256
         t0 = time.perf_counter()
         with contextlib.ExitStack() as stack:
@@ -368,6 +375,10 @@ class Builder:
         new = output_metadata(self.loaded, target, self.imatrix_ref)
         new[KEY_FILE_TYPE] = int(nearest_ftype(self.loaded, plan))
         new[KEY_RECIPE_SHA256] = sha
+        if KEY_TEMPLATE_SOURCE_SHA256 in new:
+            src_template = reader.get("tokenizer.chat_template")
+            if isinstance(src_template, str):
+                new[KEY_TEMPLATE_SOURCE_SHA256] = hashlib.sha256(src_template.encode()).hexdigest()
         if self.imatrix is not None:
             new[KEY_IMATRIX_ENTRIES] = len(self.imatrix)
             new[KEY_IMATRIX_CHUNKS] = self.imatrix.chunk_count

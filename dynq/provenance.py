@@ -7,10 +7,12 @@ integer values are placeholders of the right width that the build fills in.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 from dynq import __version__
+from dynq.errors import RecipeError
 from dynq.recipe import LoadedRecipe
 
 KEY_RECIPE = "dynq.recipe.name"
@@ -27,6 +29,12 @@ KEY_IMATRIX_DATASET = "quantize.imatrix.dataset"
 KEY_IMATRIX_ENTRIES = "quantize.imatrix.entries_count"
 KEY_IMATRIX_CHUNKS = "quantize.imatrix.chunks_count"
 IMATRIX_KEYS = (KEY_IMATRIX_FILE, KEY_IMATRIX_DATASET, KEY_IMATRIX_ENTRIES, KEY_IMATRIX_CHUNKS)
+
+# a recipe's replacement chat template (model.chat_template): the template, and what it replaced
+KEY_CHAT_TEMPLATE = "tokenizer.chat_template"
+KEY_TEMPLATE_REPLACED = "dynq.chat_template.replaced"
+KEY_TEMPLATE_SHA256 = "dynq.chat_template.sha256"
+KEY_TEMPLATE_SOURCE_SHA256 = "dynq.chat_template.source_sha256"  # 64 zeros: source had none
 
 
 @dataclass(frozen=True)
@@ -49,6 +57,20 @@ def default_imatrix_ref(loaded: LoadedRecipe) -> ImatrixRef | None:
     return ImatrixRef(f"{loaded.recipe.name}.imatrix.gguf", dataset)
 
 
+def chat_template_text(loaded: LoadedRecipe) -> str | None:
+    """The recipe's replacement chat template (``model.chat_template``), or None."""
+    ref = loaded.recipe.model.chat_template
+    if ref is None:
+        return None
+    path = loaded.resolve(ref.path)
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RecipeError(f"{loaded.path}: model.chat_template: {path}: file not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise RecipeError(f"{loaded.path}: model.chat_template: {path}: cannot read: {e}") from None
+
+
 def output_metadata(
     loaded: LoadedRecipe, target: str, imatrix: ImatrixRef | None
 ) -> dict[str, object]:
@@ -68,4 +90,10 @@ def output_metadata(
             out[KEY_IMATRIX_DATASET] = imatrix.dataset
         out[KEY_IMATRIX_ENTRIES] = 0
         out[KEY_IMATRIX_CHUNKS] = 0
+    template = chat_template_text(loaded)
+    if template is not None:
+        out[KEY_CHAT_TEMPLATE] = template
+        out[KEY_TEMPLATE_REPLACED] = True
+        out[KEY_TEMPLATE_SHA256] = hashlib.sha256(template.encode()).hexdigest()
+        out[KEY_TEMPLATE_SOURCE_SHA256] = "0" * 64  # the build fills in the source's
     return out

@@ -103,6 +103,10 @@ class Model(_Strict):
         description="the source GGUF is itself quantized; it is dequantized to F32 first",
     )
     inventory: str = Field(description="inventory JSON (or GGUF), relative to the recipe")
+    chat_template: FileRef | None = Field(
+        default=None,
+        description="a Jinja chat template written into every output as tokenizer.chat_template",
+    )
     note: str | None = None
 
 

@@ -10,6 +10,7 @@ from dynq.plan import Resolver
 from dynq.recipe import load_recipe
 from dynq.registry import find_recipes
 from dynq.sources import check_file_ref
+from dynq.templates import check_for_build
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -31,6 +32,7 @@ def validate_one(path) -> str:
     if r.calibration is not None and r.calibration.imatrix is not None:
         ref = r.calibration.imatrix
         check_file_ref(loaded.resolve(ref.path), ref.sha256)
+    check_for_build(loaded, lambda m: print(f"dynq: warning: {m}", file=sys.stderr))
     resolver = Resolver(loaded)
     plans = resolver.plan_all()
     sizes = ", ".join(f"{p.target} {p.file_size / 1e9:.3g} GB" for p in plans)
