@@ -35,8 +35,6 @@ from typing import Any
 from gguf.constants import GGUFValueType
 
 from dynq import __version__
-from dynq.build import out_dir as build_out_dir
-from dynq.build import output_path, report_path
 from dynq.errors import DynqError
 from dynq.gguf_io import GGUFFile, TensorEntry, read_gguf
 from dynq.provenance import KEY_RECIPE_SHA256
@@ -56,6 +54,21 @@ _HEADER = struct.Struct("<4sIQQ")  # magic, version, n_tensors, n_kv (GGUF v2/v3
 
 _REPO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(I?B?)\s*$", re.IGNORECASE)
+
+
+# -- where dynq build put things (dynq.build's own functions, which import torch: publish
+# starts without it; tests/test_publish.py checks that the two agree) ------------------------
+
+
+def output_path(loaded: LoadedRecipe, target: str, out: Path | None = None) -> Path:
+    """``dynq.build.output_path``: ``<out or build/<name>>/<name>-<target>.gguf``."""
+    folder = out if out is not None else Path("build") / loaded.recipe.name
+    return folder / f"{loaded.recipe.name}-{target}.gguf"
+
+
+def report_path(gguf_path: Path) -> Path:
+    """``dynq.build.report_path``: the build report beside a GGUF."""
+    return gguf_path.with_suffix(".build.json")
 
 
 class PublishError(DynqError):
@@ -699,7 +712,3 @@ def describe(asm: Assembly) -> list[str]:
                  f"{human(asm.total_size)})")  # fmt: skip
     lines.append(f"commit message: {asm.commit_message}")
     return lines
-
-
-def default_build_dir(loaded: LoadedRecipe, build: Path | None) -> Path:
-    return build_out_dir(loaded, build)

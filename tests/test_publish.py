@@ -431,6 +431,7 @@ class Hub:
     """What a Hub would have received. ``lfs_threshold``: files at least this big are LFS."""
 
     lfs_threshold: int = 100_000
+    multipart_chunk: int | None = None  # LFS multipart transfer in parts of this many bytes
     remote_files: list[str] = field(default_factory=list)
     fail_commit: bool = False
     calls: list[tuple[str, str]] = field(default_factory=list)
@@ -438,9 +439,23 @@ class Hub:
     created: list[dict] = field(default_factory=list)
     branches: list[str] = field(default_factory=list)
     lfs: dict[str, bytes] = field(default_factory=dict)
+    parts: dict[str, dict[int, bytes]] = field(default_factory=dict)
     commits: list[dict] = field(default_factory=list)
     unknown: list[str] = field(default_factory=list)
     base: str = ""
+
+
+def _upload_action(hub: Hub, obj: dict) -> dict:
+    """Basic transfer (one PUT), or multipart: numbered part URLs and a completion URL."""
+    chunk = hub.multipart_chunk
+    if chunk is None or obj["size"] <= chunk:
+        return {"href": f"{hub.base}/lfs-upload/{obj['oid']}", "header": {}}
+    n = -(-obj["size"] // chunk)
+    header = {f"{i:05d}": f"{hub.base}/lfs-part/{obj['oid']}/{i}" for i in range(1, n + 1)}
+    return {
+        "href": f"{hub.base}/lfs-complete/{obj['oid']}",
+        "header": header | {"chunk_size": str(chunk)},
+    }
 
 
 def _handler(hub: Hub):
@@ -462,10 +477,12 @@ def _handler(hub: Hub):
                     self.rfile.readline()
             return self.rfile.read(int(self.headers.get("Content-Length") or 0))
 
-        def _send(self, code: int, obj) -> None:
+        def _send(self, code: int, obj, **headers: str) -> None:
             data = json.dumps(obj).encode()
             self.send_response(code)
             self.send_header("Content-Type", "application/json")
+            for k, v in headers.items():
+                self.send_header(k, v)
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
@@ -502,9 +519,19 @@ def _handler(hub: Hub):
                 objs = json.loads(body)["objects"]
                 return self._send(200, {"transfer": "basic", "objects": [
                     {"oid": o["oid"], "size": o["size"], "authenticated": True, "actions": {
-                        "upload": {"href": f"{hub.base}/lfs-upload/{o['oid']}", "header": {}},
-                        "verify": {"href": f"{hub.base}/lfs-verify", "header": {}}}}
+                        "upload": _upload_action(hub, o), "verify": {"href": f"{hub.base}/lfs-verify"}}}
                     for o in objs]})  # fmt: skip
+            if method == "PUT" and path.startswith("/lfs-part/"):
+                _, _, oid, n = path.split("/")
+                hub.parts.setdefault(oid, {})[int(n)] = body
+                return self._send(200, {}, ETag=f'"etag-{n}"')
+            if method == "POST" and path.startswith("/lfs-complete/"):
+                req = json.loads(body)
+                got = hub.parts[req["oid"]]
+                assert [p["partNumber"] for p in req["parts"]] == sorted(got)
+                assert all(p["etag"] == f'"etag-{p["partNumber"]}"' for p in req["parts"])
+                hub.lfs[req["oid"]] = b"".join(got[n] for n in sorted(got))
+                return self._send(200, {})
             if method == "PUT" and path.startswith("/lfs-upload/"):
                 hub.lfs[path.rsplit("/", 1)[1]] = body
                 return self._send(200, {})
@@ -585,7 +612,10 @@ def _assert_token_nowhere(r: subprocess.CompletedProcess, folder: Path) -> None:
             assert TOKEN.encode() not in p.read_bytes(), p
 
 
-def test_upload_one_commit_regular_and_lfs(work: Path, hub: Hub):
+@pytest.mark.parametrize("transfer", ["basic", "multipart"])
+def test_upload_one_commit_regular_and_lfs(work: Path, hub: Hub, transfer: str):
+    if transfer == "multipart":
+        hub.multipart_chunk = 200_000  # the GGUFs go up in 4-5 parts each
     r = run_cli(hub, work, *publish(work))
     assert r.returncode == 0, r.stderr
     dist = work / "dist"
@@ -617,6 +647,10 @@ def test_upload_one_commit_regular_and_lfs(work: Path, hub: Hub):
         assert v["size"] == len(data) and v["oid"] == hashlib.sha256(data).hexdigest()
         assert hub.lfs[v["oid"]] == data  # the bytes went up, through the LFS batch API
     assert ("POST", f"/{REPO}.git/info/lfs/objects/batch") in hub.calls
+    if transfer == "multipart":
+        assert {oid: len(p) for oid, p in hub.parts.items()} == {
+            v["oid"]: -(-v["size"] // 200_000) for v in lfs.values()
+        }
     assert f"committed {hub.base}/{REPO}/commit/" in r.stdout
 
 
@@ -835,3 +869,15 @@ def test_review_commands_need_no_torch_and_no_models(pr_clone: Path):
     assert r.returncode == 1 and "would reformat" in r.stdout  # not canonical (no #:schema)
     r = run("diff", "registry/tiny.toml", "--rev", "origin/main", "--format", "markdown")
     assert r.returncode == 0 and "1.0.0 → 1.1.0" in r.stdout, r.stderr
+
+
+def test_paths_agree_with_dynq_build(work: Path):
+    import dynq.build
+    import dynq.publish
+
+    loaded = load_recipe(work / "tiny.toml")
+    for out in (None, work / "elsewhere"):
+        for t in loaded.recipe.targets:
+            p = dynq.publish.output_path(loaded, t, out)
+            assert p == dynq.build.output_path(loaded, t, out)
+            assert dynq.publish.report_path(p) == dynq.build.report_path(p)
