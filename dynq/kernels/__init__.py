@@ -24,7 +24,7 @@ from gguf.constants import GGMLQuantizationType
 
 from dynq import qtypes
 from dynq.errors import DynqError, KernelError
-from dynq.kernels import floats, iquants, kquants, legacy, special, ternary  # noqa: F401  (register)
+from dynq.kernels import floats, iq_lowbit, iquants, kquants, legacy, special, ternary  # noqa: F401
 from dynq.kernels.base import REGISTRY, Kernel
 
 __all__ = ["dequantize", "kernel_for", "quantize", "supported_types"]
