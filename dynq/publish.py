@@ -548,7 +548,12 @@ def _replace_dir(tmp: Path, out: Path) -> None:
             )
         old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
         os.rename(out, old / out.name)
-        os.rename(tmp, out)
+        try:
+            os.rename(tmp, out)
+        except BaseException:
+            os.rename(old / out.name, out)  # put the previous folder back
+            shutil.rmtree(old, ignore_errors=True)
+            raise
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.rename(tmp, out)
@@ -668,7 +673,11 @@ def upload(
 ) -> tuple[str, list[str]]:
     """Upload the folder in one commit; returns (commit URL, deleted paths)."""
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
-    from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
+    from huggingface_hub.errors import (
+        HfHubHTTPError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
 
     api = HfApi(token=token)
     try:
@@ -677,8 +686,8 @@ def upload(
             api.create_branch(asm.repo, branch=asm.revision, exist_ok=True)
         try:
             remote = api.list_repo_files(asm.repo, revision=asm.revision)
-        except RepositoryNotFoundError:
-            remote = []
+        except (RepositoryNotFoundError, RevisionNotFoundError):
+            remote = []  # nothing there yet
         ours = {f.path for f in asm.files}
         stale = sorted(p for p in remote if p not in ours and _owned(p, asm.owned_patterns))
         ops: list[Any] = [CommitOperationDelete(path_in_repo=p) for p in stale]
