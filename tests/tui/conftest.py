@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 from pathlib import Path
 
 import pytest
@@ -40,6 +42,16 @@ match = "blk.*.ffn_down.weight"
 layers = "1"
 type = "q5_0"
 """
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
+    """Run ``async def`` tests (Textual's Pilot) in a fresh event loop, without a plugin."""
+    if inspect.iscoroutinefunction(pyfuncitem.obj):
+        args = {a: pyfuncitem.funcargs[a] for a in pyfuncitem._fixtureinfo.argnames}
+        asyncio.run(pyfuncitem.obj(**args))
+        return True
+    return None
 
 
 @pytest.fixture(scope="session")

@@ -64,8 +64,8 @@ class BuildScreen(ModalScreen[bool]):
             yield Static("", id="build-status")
             yield Static("", id="build-error", classes="error")
             with Horizontal(classes="buttons"):
-                yield Button("Cancel [esc]", id="cancel", variant="error")
-                yield Button("Overwrite [f]", id="force", variant="warning")
+                yield Button("Cancel [esc]", id="cancel", variant="error", compact=True)
+                yield Button("Overwrite [f]", id="force", variant="warning", compact=True)
 
     def on_mount(self) -> None:
         from dynq.build import output_path

@@ -22,7 +22,7 @@ class CompareScreen(Screen[str | None]):
     """Dismisses with the target to open in the editor, or None."""
 
     BINDINGS = [
-        Binding("enter", "open", "Open in editor"),
+        Binding("enter", "open", "Open in editor", priority=True),
         Binding("escape,q", "close", "Back"),
     ]
 
@@ -48,7 +48,7 @@ class CompareScreen(Screen[str | None]):
     def on_mount(self) -> None:
         table = self.query_one("#compare-table", DataTable)
         for key, label in [
-            ("target", "target"), ("base", "base"), ("size", "size"), ("bpw", "bpw"),
+            ("target", "target"), ("base", "from"), ("size", "size"), ("bpw", "bpw"),
             ("mean_kld", "mean KLD"), ("p99_kld", "p99 KLD"), ("top1", "top-1"), ("ppl", "PPL"),
             ("front", "Pareto"),
         ]:
@@ -67,7 +67,7 @@ class CompareScreen(Screen[str | None]):
             t = self.editor.recipe.targets[p.target]
             table.add_row(
                 Text(p.target, style="bold" if p.target == self.current else ""),
-                t.extends or t.base or "",
+                t.mix or f"base {t.base}",
                 fmt_size(p.size),
                 f"{p.bpw:.3f}",
                 fmt_eval(p.eval.get("mean_kld"), "mean_kld"),

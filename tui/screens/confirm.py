@@ -28,7 +28,7 @@ class ConfirmScreen(ModalScreen[str | None]):
             with Horizontal(classes="buttons"):
                 for i, (aid, label, key) in enumerate(self.answers):
                     variant = "primary" if i == 0 else "default"
-                    yield Button(f"{label} [{key}]", id=f"answer-{aid}", variant=variant)
+                    yield Button(f"{label} [{key}]", id=f"answer-{aid}", variant=variant, compact=True)
 
     def on_key(self, event) -> None:
         for aid, _label, key in self.answers:

@@ -37,7 +37,6 @@ class RecipeScreen(Screen):
     """Edit one recipe. The Editor holds the state; this screen draws it and forwards keys."""
 
     BINDINGS = [
-        Binding("enter", "pick_type", "Type"),
         Binding("plus,equals_sign", "step(1)", "Up", key_display="+"),
         Binding("minus", "step(-1)", "Down", key_display="-"),
         Binding("space", "mark", "Mark", show=False),

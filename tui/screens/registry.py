@@ -18,7 +18,7 @@ from tui.model import RecipeEntry, fmt_size, scan_registry
 
 class RegistryScreen(Screen):
     BINDINGS = [
-        Binding("enter", "open", "Open"),
+        Binding("enter", "open", "Open", priority=True),
         Binding("r", "refresh", "Refresh"),
         Binding("q", "app.quit", "Quit"),
     ]

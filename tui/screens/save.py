@@ -36,9 +36,9 @@ class SaveScreen(ModalScreen[bool]):
                 yield Static("computing the diff…", id="diff")
             yield Static("", id="save-error", classes="error")
             with Horizontal(classes="buttons"):
-                yield Button("Save [ctrl+s]", id="save", variant="primary")
-                yield Button("Bump version & save [v]", id="bump")
-                yield Button("Cancel [esc]", id="cancel")
+                yield Button("Save [ctrl+s]", id="save", variant="primary", compact=True)
+                yield Button("Bump version & save [v]", id="bump", compact=True)
+                yield Button("Cancel [esc]", id="cancel", compact=True)
 
     def on_mount(self) -> None:
         self.query_one("#bump").display = False

@@ -67,17 +67,23 @@ class TypePicker(ModalScreen[str | None]):
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog picker"):
             yield Static(f"Set type: {self.what}", classes="dialog-title")
-            yield OptionList(*type_options(self.current), id="types")
-            with RadioSet(id="scope"):
+            yield OptionList(*type_options(self.current), id="types", compact=True)
+            with RadioSet(id="scope", compact=True):
                 yield RadioButton("exactly these tensors", value=True, id="scope-tensors")
                 yield RadioButton(f"{self.kinds}: every layer", id="scope-kind")
                 yield RadioButton(f"{self.kinds}: layers ↓", id="scope-layers")
-            yield Input(value=self.layers_hint, placeholder="layers, e.g. 0-3,58-60", id="layers")
-            yield Input(placeholder="note (why): kept in the recipe", id="note")
+            with Horizontal(classes="field"):
+                yield Static("layers ", classes="label")
+                yield Input(
+                    value=self.layers_hint, placeholder="e.g. 0-3,58-60", id="layers", compact=True
+                )
+            with Horizontal(classes="field"):
+                yield Static("note   ", classes="label")
+                yield Input(placeholder="why (kept in the recipe)", id="note", compact=True)
             yield Static("", id="picker-error", classes="error")
             with Horizontal(classes="buttons"):
-                yield Button("Apply [ctrl+s]", id="apply", variant="primary")
-                yield Button("Cancel [esc]", id="cancel")
+                yield Button("Apply [ctrl+s]", id="apply", variant="primary", compact=True)
+                yield Button("Cancel [esc]", id="cancel", compact=True)
 
     def on_mount(self) -> None:
         ol = self.query_one("#types", OptionList)

@@ -34,6 +34,7 @@ class LayerMapView(Widget, can_focus=True):
         Binding("right", "move(1, 0)", "Right", show=False),
         Binding("home", "move(-9999, 0)", "First layer", show=False),
         Binding("end", "move(9999, 0)", "Last layer", show=False),
+        Binding("enter", "choose", "Type"),
     ]
 
     row = reactive(0)
@@ -87,7 +88,7 @@ class LayerMapView(Widget, can_focus=True):
         self.col = max(0, min(self.map.n_layers - 1, self.col + dx))
         self.row = max(0, min(len(self.map.kinds) - 1, self.row + dy))
 
-    def key_enter(self) -> None:
+    def action_choose(self) -> None:
         t = self.current
         if t is not None:
             self.post_message(MapCellChosen(t.name))
@@ -101,7 +102,7 @@ class LayerMapView(Widget, can_focus=True):
             if col < self.map.n_layers:
                 self.row, self.col = y, col
                 if event.chain > 1:
-                    self.key_enter()
+                    self.action_choose()
 
     def get_content_height(self, container, viewport, width: int) -> int:
         n = len(self.map.kinds) if self.map else 0

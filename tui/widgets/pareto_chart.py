@@ -7,7 +7,7 @@ import math
 from rich.text import Text
 from textual.widget import Widget
 
-from tui.model import ComparePoint
+from tui.model import ComparePoint, fmt_size
 
 
 class ParetoChart(Widget):
@@ -88,7 +88,7 @@ class ParetoChart(Widget):
                 out.append(grid[r][c], style=style[r][c])
             out.append("\n")
         out.append(" " * (left - 1) + "└" + "─" * pw + "\n", style="dim")
-        lo, hi = f"{x0:.1f} GB", f"{x1:.1f} GB"
+        lo, hi = fmt_size(int(x0 * 1e9)), fmt_size(int(x1 * 1e9))
         axis = lo + "size".center(max(pw - len(lo) - len(hi), 4)) + hi
         out.append(" " * left + axis + "\n", style="dim")
         out.append(" " * left)

@@ -13,7 +13,9 @@ def _delta(n: int) -> str:
     n = abs(n)
     if n >= 1e9:
         return f"{sign}{n / 1e9:,.2f} GB"
-    return f"{sign}{n / 1e6:,.2f} MB"
+    if n >= 1e6:
+        return f"{sign}{n / 1e6:,.2f} MB"
+    return f"{sign}{n / 1e3:,.1f} kB"
 
 
 class SummaryPanel(Static):

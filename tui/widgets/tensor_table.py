@@ -64,7 +64,7 @@ class TensorTable(ScrollView, can_focus=True):
         Binding("end", "cursor(1000000)", "Last", show=False),
         Binding("left", "scroll_left", "Left", show=False),
         Binding("right", "scroll_right", "Right", show=False),
-        Binding("enter", "choose", "Type", show=False),
+        Binding("enter", "choose", "Type"),
     ]
 
     cursor = reactive(0, always_update=True)
