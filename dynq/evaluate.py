@@ -161,7 +161,8 @@ def write_base(
     n_chunk, n_ctx = chunk_tokens.shape
     first = n_ctx // 2
     p = Path(path)
-    with open(p, "wb") as f:
+    part = p.with_name(p.name + ".part")
+    with open(part, "wb") as f:
         f.write(MAGIC)
         f.write(np.array([n_ctx, model.n_vocab, n_chunk], np.int32).tobytes())
         f.write(np.asarray(text_tokens[: n_chunk * n_ctx], np.int32).tobytes())
@@ -172,6 +173,7 @@ def write_base(
                 f.write(encode_logprobs(lg.cpu()).tobytes())
             if progress:
                 progress(f"reference: {min(c0 + batch, n_chunk)}/{n_chunk} chunks")
+    part.replace(p)
     return LogitsBase.read(p)
 
 
@@ -330,7 +332,10 @@ def _reuse_base(path, chunk_tokens, text_tokens, n_vocab) -> LogitsBase | None:
     p = Path(path)
     if not p.exists() or p.stat().st_size == 0:
         return None
-    base = LogitsBase.read(p)
+    try:
+        base = LogitsBase.read(p)
+    except EvalError:  # a partial file from an interrupted run: write it anew
+        return None
     n_chunk, n_ctx = chunk_tokens.shape
     if (base.n_ctx, base.n_chunk, base.n_vocab) != (n_ctx, n_chunk, n_vocab) or not np.array_equal(
         base.tokens, text_tokens
