@@ -139,8 +139,8 @@ def nearest_int(v: Tensor) -> Tensor:
 def roundf(v: Tensor) -> Tensor:
     """C ``roundf``/``lroundf``: round half away from zero (float32 result)."""
     t = torch.trunc(v)
-    frac = v - t  # exact
-    return torch.where(frac.abs() >= 0.5, t + torch.sign(v), t)
+    # v - t is exact and in (-1, 1); trunc(2*(v - t)) is sign(v) where |v - t| >= 0.5, else 0
+    return t + torch.trunc((v - t).mul_(2))
 
 
 def fp16_round(v: Tensor) -> Tensor:

@@ -36,14 +36,33 @@ def _kv(like: Tensor) -> Tensor:
     return torch.tensor(KVALUES_IQ4NL, dtype=F32, device=like.device)
 
 
-def best_index_iq4(v: Tensor, kv: Tensor) -> Tensor:
-    """ggml's ``best_index_int8(16, kvalues_iq4nl, v)`` (int64 result; ties go up)."""
-    mu = torch.bucketize(v, kv, right=True).clamp_(1, 15)  # first value > v
-    lo = kv[mu - 1]
-    hi = kv[mu]
-    idx = torch.where(v - lo < hi - v, mu - 1, mu)
-    idx = torch.where(v <= kv[0], torch.zeros_like(idx), idx)
-    return torch.where(torch.isnan(v) | (v >= kv[15]), torch.full_like(idx, 15), idx)
+def _tables(device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+    """For ``floor(v)`` in ``[-130, 130]`` (offset by 130): ``mu`` = the index of the first value
+    above it (clamped to ``1..15``), and the values ``kv[mu-1]``, ``kv[mu]`` around it.
+
+    The values are integers, so ``kv[k] <= v`` exactly when ``kv[k] <= floor(v)``.
+    """
+    f = torch.arange(-130, 131, dtype=torch.float64)
+    kv = torch.tensor(KVALUES_IQ4NL, dtype=torch.float64)
+    mu = (kv.view(1, -1) <= f.view(-1, 1)).sum(dim=1).clamp(1, 15)
+    return mu.to(device), kv[mu - 1].to(F32).to(device), kv[mu].to(F32).to(device)
+
+
+def best_index_iq4(v: Tensor) -> tuple[Tensor, Tensor]:
+    """ggml's ``best_index_int8(16, kvalues_iq4nl, v)`` → ``(index int64, value float32)``.
+
+    The binary search brackets ``v`` between neighbouring values ``lo < v < hi`` and takes
+    ``lo`` if ``v - lo < hi - v`` (ties go up); below the first or above the last value the
+    bracket is the first or last pair, which gives the same answer.
+    """
+    mu_t, lo_t, hi_t = _tables(v.device)
+    k = torch.nan_to_num(v, nan=1000.0).floor_().clamp_(-130, 130).add_(130).long().view(-1)
+    lo = lo_t.index_select(0, k).view(v.shape)
+    hi = hi_t.index_select(0, k).view(v.shape)
+    c = (v - lo) < (hi - v)
+    idx = mu_t.index_select(0, k).view(v.shape) - c.long()
+    q = hi - c.to(F32) * (hi - lo)  # the value at idx, exactly (small integers)
+    return idx, q
 
 
 def _block_scales(x: Tensor, w: Tensor) -> Tensor:
@@ -51,9 +70,11 @@ def _block_scales(x: Tensor, w: Tensor) -> Tensor:
 
     ``x``, ``w``: ``[B, 32]`` → ``scales [B]`` (0 for an all-zero block).
     """
+    b = x.shape[0]
     kv = _kv(x)
     amax, mx = first_abs_max(x)  # [B, 1]
     zero = (amax < f32(GROUP_MAX_EPS, x)).squeeze(1)
+    mx = torch.where(zero.unsqueeze(1), torch.ones_like(mx), mx)  # answered below
     d0 = (-mx) / kv[0]
     id0 = 1 / d0  # [B, 1]
     # the first candidate, then itry = -7..7: id = (itry + values[0])/max
@@ -61,16 +82,20 @@ def _block_scales(x: Tensor, w: Tensor) -> Tensor:
         [float(i + KVALUES_IQ4NL[0]) for i in range(-_NTRY, _NTRY + 1)], dtype=F32, device=x.device
     )
     ids = torch.cat([id0, torch.div(num.view(1, -1), mx)], dim=1)  # [B, T]
+    nt = ids.shape[1]
     xt = x.t().contiguous()  # [32, B]
     wt = w.t().contiguous()
-    v = ids.unsqueeze(0) * xt.unsqueeze(2)  # [32, B, T]
-    q = kv[best_index_iq4(v, kv)]
-    wq = wt.unsqueeze(2) * q
-    sums = seq_sum(torch.stack([wq * xt.unsqueeze(2), wq * q], dim=1))  # [2, B, T]
-    sumqx, sumq2 = sums[0], sums[1]
+    _, q = best_index_iq4(ids.unsqueeze(0) * xt.unsqueeze(2))  # [32, B, T]
+    buf = torch.empty((32, 2, b, nt), dtype=F32, device=x.device)
+    wq = torch.mul(wt.unsqueeze(2), q, out=buf[:, 1])
+    torch.mul(wq, xt.unsqueeze(2), out=buf[:, 0])
+    wq.mul_(q)
+    del q
+    sums = seq_sum(buf)
+    sumqx, sumq2 = sums[0], sums[1]  # [B, T]
     d = torch.where(sumq2[:, 0] > 0, sumqx[:, 0] / sumq2[:, 0], torch.zeros_like(sumqx[:, 0]))
     best = d * sumqx[:, 0]
-    for t in range(1, ids.shape[1]):
+    for t in range(1, nt):
         sqx, sq2 = sumqx[:, t], sumq2[:, t]
         take = (sq2 > 0) & (sqx * sqx > best * sq2)
         nd = sqx / sq2
@@ -95,11 +120,10 @@ class IQ4_NL(BlockKernel, qtype="iq4_nl"):
 
     @classmethod
     def quantize_blocks(cls, x: Tensor, w: Tensor | None) -> Tensor:
-        kv = _kv(x)
         d = _block_scales(x, _weights(x, w))  # [B]
         dh = fp16_bytes(d)
         idv = torch.where(d != 0, 1 / d, torch.zeros_like(d))
-        L = best_index_iq4(idv.unsqueeze(1) * x, kv)
+        L, _ = best_index_iq4(idv.unsqueeze(1) * x)
         return torch.cat([dh, pack_nibbles(L[:, :16], L[:, 16:])], dim=1)
 
     @classmethod
@@ -117,7 +141,6 @@ class IQ4_XS(BlockKernel, qtype="iq4_xs"):
 
     @classmethod
     def quantize_blocks(cls, x: Tensor, w: Tensor | None) -> Tensor:
-        kv = _kv(x)
         s = x.shape[0]
         weight = _weights(x, w)
         scales = _block_scales(x.reshape(s * 8, 32), weight.reshape(s * 8, 32)).view(s, 8)
@@ -127,7 +150,7 @@ class IQ4_XS(BlockKernel, qtype="iq4_xs"):
         l6 = nearest_int(idv * scales).clamp_(-32, 31)  # [S, 8]
         dl = d * l6.to(F32)
         idl = torch.where(dl != 0, 1 / dl, torch.zeros_like(dl))
-        L = best_index_iq4(idl.unsqueeze(2) * x.view(s, 8, 32), kv)  # [S, 8, 32]
+        L, _ = best_index_iq4(idl.unsqueeze(2) * x.view(s, 8, 32))  # [S, 8, 32]
         l6 = l6 + 32
         scales_l = pack_nibbles(l6[:, 0::2], l6[:, 1::2])  # [S, 4]
         shifts = (2 * torch.arange(8, dtype=I32, device=x.device)).view(1, 8)

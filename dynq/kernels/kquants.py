@@ -60,7 +60,8 @@ def _requant(x: Tensor, d: Tensor, dm: Tensor | None, L: Tensor, lo: int, hi: in
     d3 = d.unsqueeze(2)
     num = x if dm is None else x + dm.unsqueeze(2)
     lq = nearest_int(num / d3).clamp_(lo, hi)
-    return torch.where(d3 != 0, lq, L)
+    keep = (d3 == 0).to(I32)  # an integer blend: torch.where is slow on big CPU tensors
+    return lq.sub_(lq * keep).add_(L * keep)
 
 
 def _pack_2bit(L: Tensor) -> Tensor:
@@ -144,7 +145,7 @@ class Q6_K(BlockKernel, qtype="q6_k"):
         L = L.reshape(s, QK_K)
         ql, qh = _q6_pack(L)
         out = torch.cat([ql, qh, (sc & 0xFF).to(U8), fp16_bytes(d)], dim=1)
-        return torch.where(zero.unsqueeze(1), torch.zeros_like(out), out)
+        return out * (~zero).to(U8).unsqueeze(1)
 
     @classmethod
     def dequantize_blocks(cls, blocks: Tensor) -> Tensor:
@@ -298,13 +299,12 @@ class Q3_K(BlockKernel, qtype="q3_k"):
         packed = _pack_scales_q3(l6)
         sc = _unpack_scales_q3(packed)
         dq = fp16_round(d) * sc.to(F32)
-        L = L.view(s, 16, 16)
-        Lq = nearest_int(x.view(s, 16, 16) / dq.unsqueeze(2)).clamp_(-4, 3) + 4
-        L = torch.where(dq.unsqueeze(2) != 0, Lq, L).reshape(s, QK_K)
-        hbits = (L > 3).to(I32).reshape(s, 8, 32)
+        L = _requant(x.view(s, 16, 16), dq, None, L.view(s, 16, 16) - 4, -4, 3) + 4
+        L = L.reshape(s, QK_K)
+        hbits = (L > 3).to(I32)
         shifts = torch.arange(8, dtype=I32, device=x.device).view(1, 8, 1)
-        hmask = (hbits << shifts).sum(dim=1).to(U8)
-        L = torch.where(L > 3, L - 4, L)
+        hmask = (hbits.view(s, 8, 32) << shifts).sum(dim=1).to(U8)
+        L = L - 4 * hbits
         return torch.cat([hmask, _pack_2bit(L), packed, fp16_bytes(d)], dim=1)
 
     @classmethod

@@ -24,6 +24,7 @@ __all__ = [
 ]
 
 GROUP_MAX_EPS = 1e-15
+MAGIC = 12582912.0  # 1.5 * 2**23: ggml's nearest_int
 
 
 def f32(v: float, like: Tensor) -> Tensor:
@@ -49,52 +50,54 @@ def first_strict_min(err: Tensor) -> Tensor:
     return torch.where(first_nan, torch.zeros_like(idx), idx)
 
 
-def _gather_trial(lt: Tensor, idx: Tensor) -> Tensor:
-    """``lt`` ``[n, B, T]``, ``idx`` ``[B]`` → ``[B, n]`` (the chosen trial's values)."""
-    n, b, _ = lt.shape
-    g = torch.gather(lt, 2, idx.view(1, b, 1).expand(n, b, 1)).squeeze(2)
-    return g.t()
-
-
 def make_qx_quants(x: Tensor, nmax: int, qw: Tensor | None) -> tuple[Tensor, Tensor]:
     """``make_qx_quants(n, nmax, x, L, rmse_type=1, qw)``: symmetric scale search.
 
     ``x``, ``qw``: ``[B, n]`` (``qw`` None → weights ``x*x``). Returns ``(scale [B], L [B, n])``
     with ``L`` in ``[0, 2*nmax)`` (int32), or all zero for an all-zero group.
+
+    The 19 candidate scales do not depend on each other, so they are one tensor dimension; only
+    the "is it better" comparisons run in sequence. The winner's levels are recomputed at the end.
     """
-    b = x.shape[0]
+    b, n = x.shape
     amax, mx = first_abs_max(x)  # [B, 1]
     zero = (amax < f32(GROUP_MAX_EPS, x)).squeeze(1)
+    # an all-zero group is answered below; a finite inverse scale keeps the rounding exact
+    mx = torch.where(zero.unsqueeze(1), torch.ones_like(mx), mx)
     w = x * x if qw is None else qw
     # candidate inverse scales: the first, then is = -9..-1, 1..9
     steps = [i for i in range(-9, 10) if i != 0]
     c = _trial_consts(0.1, steps, x)
     num = torch.cat([torch.full((1,), float(nmax), dtype=F32, device=x.device), c + nmax])
-    iscale = (-num).view(1, -1) / mx  # [B, T]
+    nt = num.shape[0]
+    iscale = torch.div((-num).view(1, -1), mx)  # [B, T]
     xt = x.t().contiguous()  # [n, B]
     wt = w.t().contiguous()
-    v = iscale.unsqueeze(0) * xt.unsqueeze(2)  # [n, B, T]
-    lt = nearest_int(v).clamp_(-nmax, nmax - 1)
-    lf = lt.to(F32)
-    wx = (wt * xt).unsqueeze(2)
-    sumlx = seq_sum(wx * lf)  # [B, T]
-    wl = wt.unsqueeze(2) * lf
-    suml2 = seq_sum(wl * lf)
-    del wl, lf, v
+    # |iscale*x| <= nmax + 1: (v + 1.5*2**23) - 1.5*2**23 is nearest_int
+    lf = iscale.unsqueeze(0) * xt.unsqueeze(2)  # [n, B, T]
+    lf.add_(MAGIC).sub_(MAGIC).clamp_(-nmax, nmax - 1)
+    buf = torch.empty((n, 2, b, nt), dtype=F32, device=x.device)
+    torch.mul((wt * xt).unsqueeze(2), lf, out=buf[:, 0])
+    torch.mul(wt.unsqueeze(2), lf, out=buf[:, 1]).mul_(lf)
+    del lf
+    sums = seq_sum(buf)
+    del buf
+    sumlx, suml2 = sums[0], sums[1]  # [B, T]
     # the first candidate: scale = suml2 ? sumlx/suml2 : 0; best = scale*sumlx
     s0 = torch.where(suml2[:, 0] != 0, sumlx[:, 0] / suml2[:, 0], torch.zeros_like(amax[:, 0]))
     scale = s0
     best = scale * sumlx[:, 0]
-    idx = torch.zeros(b, dtype=torch.int64, device=x.device)
-    for t in range(1, num.shape[0]):
+    isc = iscale[:, 0]
+    for t in range(1, nt):
         slx, sl2 = sumlx[:, t], suml2[:, t]
         take = (sl2 > 0) & (slx * slx > best * sl2)
         new_scale = slx / sl2
         scale = torch.where(take, new_scale, scale)
         best = torch.where(take, new_scale * slx, best)
-        idx = torch.where(take, t, idx)
-    L = _gather_trial(lt, idx) + nmax
-    L = torch.where(zero.unsqueeze(1), torch.zeros_like(L), L)
+        isc = torch.where(take, iscale[:, t], isc)
+    L = isc.view(-1, 1) * x
+    L = L.add_(MAGIC).sub_(MAGIC).clamp_(-nmax, nmax - 1).to(I32) + nmax
+    L = L * (~zero).to(I32).unsqueeze(1)
     scale = torch.where(zero, torch.zeros_like(scale), scale)
     return scale, L
 
@@ -114,8 +117,10 @@ def make_qkx_quants(
     where the group dequantizes as ``scale*L - the_min``.
 
     The candidates run one after the other as in the C: a candidate that wins moves ``min``,
-    and every later candidate's inverse scale and rounding use the moved ``min``.
+    and every later candidate's inverse scale and rounding use the moved ``min``. The levels of
+    the winning candidate are recomputed once at the end from its inverse scale and ``min``.
     """
+    b, n = x.shape
     mn = first_min(x, 1).squeeze(1)
     mx = x.max(dim=1).values
     mn = torch.where(mn > 0, torch.zeros_like(mn), mn)
@@ -123,21 +128,28 @@ def make_qkx_quants(
     flat = mx <= mn  # qkx2: max == min; identical for finite input
     xt = x.t().contiguous()  # [n, B]
     wt = w.t().contiguous()
-    sums = seq_sum(torch.stack([wt, wt * xt], dim=1))  # [2, B]
-    sum_w, sum_x = sums[0], sums[1]
+    buf = torch.empty((n, 3, b), dtype=F32, device=x.device)
+    buf[:, 0] = wt
+    torch.mul(wt, xt, out=buf[:, 1])
+    sums = seq_sum(buf[:, :2])
+    sum_w, sum_x = sums[0].clone(), sums[1].clone()
     iscale = rdiv(nmax, mx - mn)
     scale = 1 / iscale
-    L = nearest_int(iscale * (xt - mn)).clamp_(0, nmax).to(F32)  # [n, B]
+    use_is = _finite_or_zero(iscale)
+    L = _levels(use_is, xt, mn, nmax)
     diff = scale * L + mn - xt
-    diff = diff.abs() if use_mad else diff * diff
-    best = seq_sum(wt * diff)  # [B]
+    diff = diff.abs_() if use_mad else diff.mul_(diff)
+    best = seq_sum(diff.mul_(wt))  # [B]
+    best_is, best_mn = use_is, mn
     c = f32(rmin, x) + _trial_consts(rdelta, range(nstep + 1), x)
     c = (c + nmax).tolist()
     for ci in c:
-        iscale = rdiv(ci, mx - mn)
-        la = nearest_int(iscale * (xt - mn)).clamp_(0, nmax).to(F32)
-        wl = wt * la
-        s3 = seq_sum(torch.stack([wl, wl * la, wl * xt], dim=1))
+        iscale = _finite_or_zero(rdiv(ci, mx - mn))
+        la = _levels(iscale, xt, mn, nmax)
+        wl = torch.mul(wt, la, out=buf[:, 0])
+        torch.mul(wl, la, out=buf[:, 1])
+        torch.mul(wl, xt, out=buf[:, 2])
+        s3 = seq_sum(buf)
         sum_l, sum_l2, sum_xl = s3[0], s3[1], s3[2]
         D = sum_w * sum_l2 - sum_l * sum_l
         this_scale = (sum_w * sum_xl - sum_x * sum_l) / D
@@ -145,20 +157,40 @@ def make_qkx_quants(
         pos = this_min > 0
         this_min = torch.where(pos, torch.zeros_like(this_min), this_min)
         this_scale = torch.where(pos, sum_xl / sum_l2, this_scale)
-        diff = this_scale * la + this_min - xt
-        diff = diff.abs() if use_mad else diff * diff
-        err = seq_sum(wt * diff)
+        diff = la.mul_(this_scale).add_(this_min).sub_(xt)
+        diff = diff.abs_() if use_mad else diff.mul_(diff)
+        err = seq_sum(diff.mul_(wt))
         take = (D > 0) & (err < best)
-        L = torch.where(take, la, L)
+        best_is = torch.where(take, iscale, best_is)
+        best_mn = torch.where(take, mn, best_mn)
         best = torch.where(take, err, best)
         scale = torch.where(take, this_scale, scale)
         mn = torch.where(take, this_min, mn)
-    L = L.to(I32).t()
+    L = _levels(best_is, xt, best_mn, nmax).to(I32).t()
     # a flat group: L = 0, scale 0, the_min = -min
     L = torch.where(flat.unsqueeze(1), torch.zeros_like(L), L)
     scale = torch.where(flat, torch.zeros_like(scale), scale)
     mn = torch.where(flat, mn0, mn)
     return scale, -mn, L
+
+
+def _finite_or_zero(iscale: Tensor) -> Tensor:
+    """An infinite inverse scale (a range so small that ``nmax/range`` overflows) as 0.
+
+    With it every level becomes 0, which is what ``nearest_int`` of ``±inf``/NaN gives in the
+    C after clamping to ``[0, nmax]``; :func:`_levels` can then round with plain float ops.
+    """
+    return torch.where(torch.isfinite(iscale), iscale, torch.zeros_like(iscale))
+
+
+def _levels(iscale: Tensor, xt: Tensor, mn: Tensor, nmax: int) -> Tensor:
+    """``MAX(0, MIN(nmax, nearest_int(iscale*(x - min))))`` as float32 ``[n, B]``.
+
+    ``(v + 1.5*2**23) - 1.5*2**23`` is ``nearest_int`` exactly for ``|v| <= 2**22``; here
+    ``v <= iscale*(max - min)``, about ``nmax``, and ``iscale`` is finite.
+    """
+    v = (xt - mn).mul_(iscale)
+    return v.add_(MAGIC).sub_(MAGIC).clamp_(0, nmax)
 
 
 def make_qp_quants(x: Tensor, nmax: int, w: Tensor) -> tuple[Tensor, Tensor]:

@@ -75,4 +75,4 @@ class Q1_0(BlockKernel, qtype="q1_0"):
     def dequantize_blocks(cls, blocks: Tensor) -> Tensor:
         d = fp16_from_bytes(blocks[:, :2])
         bits = bytes_to_bits(blocks[:, 2:])
-        return torch.where(bits != 0, d, -d)
+        return d * (2 * bits - 1).to(F32)  # ±d exactly
