@@ -419,6 +419,7 @@ def test_refusals(work: Path, capsys, fake_token, mutate, extra, message):
     assert len(err.strip().splitlines()) == 1, err
     assert err.startswith("dynq: error: ")
     assert re.search(message, err), err
+    assert TOKEN not in err
     assert not (work / "dist").exists()
     assert [p for p in work.iterdir() if p.name.startswith(".dist")] == []
 
@@ -684,6 +685,14 @@ def test_upload_shards_to_branch_and_remove_stale_files(work: Path, hub: Hub):
     for p, n in added.items():
         assert n == (work / "dist" / p).stat().st_size
     assert "deleting tiny-mix.gguf" in r.stderr
+
+
+def test_dry_run_with_a_token_contacts_nothing(work: Path, hub: Hub):
+    r = run_cli(hub, work, *publish(work, "--dry-run"))
+    assert r.returncode == 0, r.stderr
+    assert hub.calls == []
+    assert "dry run: nothing uploaded" in r.stdout
+    _assert_token_nowhere(r, work / "dist")
 
 
 def test_upload_failure_is_one_line_without_the_token(work: Path, hub: Hub):
