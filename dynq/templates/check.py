@@ -80,7 +80,7 @@ def tokenizer_info(f: GGUFFile) -> TokenizerInfo:
         bos_token=text("tokenizer.ggml.bos_token_id"),
         eos_token=text("tokenizer.ggml.eos_token_id"),
         add_bos=bool(add_bos),
-        special=special if tokens else None,
+        special=special if tokens and types else None,
         templates=templates,
     )
 

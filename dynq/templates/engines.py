@@ -174,7 +174,7 @@ JINJA = Engine(
         "select": Args(1, 3, cite="value.cpp:1086"),
         "rejectattr": Args(1, 3, cite="value.cpp:1087"),
         "reject": Args(1, 3, cite="value.cpp:1088"),
-        "map": Args(0, 0, _kw("attribute", "default"), "value.cpp:1125-1143"),
+        "map": Args(0, ANY, _kw("attribute", "default"), "value.cpp:1125-1143"),
         "sort": Args(0, 3, _kw("reverse", "case_sensitive", "attribute"), "value.cpp:1164"),
         "reverse": Args(0, 0, cite="value.cpp:1189 (arrays only)"),
         "min": Args(cite="value.cpp:1196"),
