@@ -418,9 +418,9 @@ def render_card(
         "|---|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for b in builds:
-        file = b.files[0] if len(b.files) == 1 else f"{b.files[0]} (+{len(b.files) - 1} shards)"
+        file = f"`{b.files[0]}`" + (f" (+{len(b.files) - 1} shards)" if len(b.files) > 1 else "")
         lines.append(
-            f"| **{b.target}** | `{file}` | {human(b.size)} | {b.bpw:.3f} | "
+            f"| **{b.target}** | {file} | {human(b.size)} | {b.bpw:.3f} | "
             f"{_num(b.eval, 'ppl', '.4f')} | {_num(b.eval, 'mean_kld', '.5f')} | "
             f"{_num(b.eval, 'p99_kld', '.4f')} | {_top1(b.eval)} | {type_summary(b.build)} |"
         )
@@ -459,7 +459,8 @@ def render_card(
         f"`{recipe.name}.toml` is the recipe in canonical form (sha256 `{loaded.sha256}`, also "
         "stored in each GGUF as `dynq.recipe.sha256`). Each target's `.build.json` lists every "
         "tensor's type and the build's sha256 (of the unsplit file); `.eval.json` holds its "
-        "scores. Rebuild with `dynq build " + f"{recipe.name}.toml`.",
+        "scores. `dynq build " + f"{recipe.name}.toml` rebuilds the files from the source and "
+        "inventory the recipe names.",
         "",
     ]
     return str(ModelCard("---\n" + data.to_yaml() + "\n---\n\n" + "\n".join(lines)))
