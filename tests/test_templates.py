@@ -357,3 +357,25 @@ def test_cli_template_check(tmp_path: Path, dynq):
     assert dynq("template", "check", tmp_path / "orig.jinja", "--engine", "jinja").code == 0
     r = dynq("template", "check", REGISTRY / "deepseek-v3.1.toml")
     assert r.code == 0 and r.out.strip().splitlines()[-1].startswith("ok ")
+
+
+def test_llama_cpp_leniencies():
+    # {% generation %} blocks render their body; templates may grow their own lists
+    src = (
+        "{% set seen = [] %}{% for m in messages %}{% set _ = seen.append(m['role']) %}"
+        "{% generation %}{{ m['content'] }}{% endgeneration %}{% endfor %}{{ seen | length }}"
+    )
+    rep = check_template(src)
+    assert rep.ok and not rep.render_errors, rep.lines()
+    assert rep.renders["user-only"] == "Hello!1"
+
+
+def test_tool_call_arguments_as_objects_when_the_template_needs_them():
+    src = (
+        "{% for m in messages %}{% for c in m.tool_calls or [] %}"
+        "{% for k, v in c.function.arguments | items %}{{ k }}={{ v }};{% endfor %}"
+        "{% endfor %}{% endfor %}"
+    )
+    rep = check_template(src)
+    assert rep.ok and not rep.render_errors, rep.lines()
+    assert rep.renders["tools"] == "city=Paris;tz=Europe/Paris;"

@@ -4,6 +4,7 @@ conversations, and check its BOS handling and special tokens against the GGUF's 
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import time
 from collections.abc import Callable, Iterable
@@ -156,10 +157,24 @@ def check_template(
         return rep
 
     deadline = time.monotonic() + limits.seconds  # one budget for all the renders
+    object_args = False
     for conv_name, _conv, ctx in contexts(bos_token, eos_token):
         rep.conversations += 1
         try:
-            rep.renders[conv_name] = env.render(template, ctx, deadline)
+            try:
+                rep.renders[conv_name] = env.render(
+                    template, _with_object_args(ctx) if object_args else ctx, deadline
+                )
+            except (TemplateError, TypeError, ValueError, AttributeError) as e:
+                # llama.cpp passes tool-call arguments as objects to templates that need them
+                # (common/jinja/caps.cpp: supports_object_arguments): try that before failing
+                if object_args or not _has_tool_calls(ctx):
+                    raise
+                try:
+                    rep.renders[conv_name] = env.render(template, _with_object_args(ctx), deadline)
+                except (TemplateError, TypeError, ValueError, AttributeError):
+                    raise e from None
+                object_args = True
         except RaisedException as e:
             rep.render_errors.append(
                 RenderError(conv_name, f"template refused it: raise_exception('{e}')", "warning")
@@ -187,6 +202,28 @@ def check_template(
     _check_bos(rep, bos_token, add_bos)
     _check_special(rep, source, literals, vocab)
     return rep
+
+
+def _has_tool_calls(ctx: dict) -> bool:
+    return any(m.get("tool_calls") for m in ctx.get("messages", []))
+
+
+def _with_object_args(ctx: dict) -> dict:
+    """The same variables with tool-call arguments as objects instead of JSON strings."""
+    out = dict(ctx)
+    out["messages"] = []
+    for m in ctx.get("messages", []):
+        if m.get("tool_calls"):
+            m = dict(m)
+            calls = []
+            for c in m["tool_calls"]:
+                fn = dict(c["function"])
+                if isinstance(fn.get("arguments"), str):
+                    fn["arguments"] = json.loads(fn["arguments"])
+                calls.append({**c, "function": fn})
+            m["tool_calls"] = calls
+        out["messages"].append(m)
+    return out
 
 
 def _check_bos(rep: TemplateReport, bos_token: str, add_bos: bool) -> None:

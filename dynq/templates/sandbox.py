@@ -28,11 +28,11 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from jinja2 import nodes
 from jinja2.exceptions import SecurityError
-from jinja2.ext import loopcontrols
+from jinja2.ext import Extension, loopcontrols
 from jinja2.runtime import Context, Undefined
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.visitor import NodeTransformer
@@ -181,6 +181,14 @@ def _precheck(b: _Budget, name: str, args: tuple[Any, ...], kwargs: dict[str, An
         raise RenderLimit(f"{name}() is not allowed in the template sandbox")
 
 
+def _json_default(o: Any) -> Any:
+    if isinstance(o, Undefined):
+        return None
+    if isinstance(o, Iterable) and not isinstance(o, str | bytes | dict):
+        return list(o)  # map()/select() results: arrays in llama.cpp's engines
+    raise TypeError(f"Object of type {type(o).__name__} is not JSON serializable")
+
+
 def _tojson(
     value: Any,
     ensure_ascii: bool = False,
@@ -190,8 +198,24 @@ def _tojson(
 ) -> str:
     """``tojson`` as transformers and llama.cpp give it to chat templates (no HTML escaping)."""
     return json.dumps(
-        value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys
+        value,
+        ensure_ascii=ensure_ascii,
+        indent=indent,
+        separators=separators,
+        sort_keys=sort_keys,
+        default=_json_default,
     )
+
+
+class _Generation(Extension):
+    """``{% generation %}…{% endgeneration %}`` (transformers' assistant-mask markers): the
+    body renders as is, as in transformers, minja and llama.cpp (parser.cpp:207)."""
+
+    tags: ClassVar[set[str]] = {"generation"}
+
+    def parse(self, parser: Any) -> list[nodes.Node]:
+        next(parser.stream)
+        return parser.parse_statements(("name:endgeneration",), drop_needle=True)
 
 
 def _raise_exception(message: str) -> None:
@@ -210,7 +234,9 @@ class SandboxEnvironment(ImmutableSandboxedEnvironment):
 
     def __init__(self, limits: Limits = DEFAULT_LIMITS) -> None:
         # transformers renders chat templates with trim_blocks, lstrip_blocks and loopcontrols
-        super().__init__(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
+        super().__init__(
+            trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols, _Generation]
+        )
         self.limits = limits
         self._local = threading.local()
         self.globals.pop("lipsum", None)
@@ -317,6 +343,13 @@ class SandboxEnvironment(ImmutableSandboxedEnvironment):
     def getitem(self, obj: Any, argument: Any) -> Any:
         self.budget.tick()
         return super().getitem(obj, argument)
+
+    def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
+        # llama.cpp's engines let templates grow their own lists (jinja value.cpp:1144-1163,
+        # minja.hpp:1496-1509); each render gets its own deep copy of the inputs
+        if isinstance(obj, list) and attr in ("append", "pop", "insert"):
+            return True
+        return super().is_safe_attribute(obj, attr, value)
 
     def unsafe_undefined(self, obj: Any, attribute: str) -> Undefined:
         raise SecurityError(
