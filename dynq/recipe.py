@@ -319,8 +319,9 @@ class LoadedRecipe:
 
     @cached_property
     def sha256(self) -> str:
-        """sha256 of the canonical form: the recipe's identity, whatever its formatting."""
-        return hashlib.sha256(dump_recipe(self.recipe, self.path).encode()).hexdigest()
+        """sha256 of the canonical body (without the location-dependent ``#:schema`` line):
+        the recipe's identity, whatever its formatting and wherever the file lies."""
+        return hashlib.sha256(tomli_w.dumps(_ordered(self.recipe)).encode()).hexdigest()
 
 
 def _fmt_loc(loc: tuple[Any, ...]) -> str:
