@@ -22,7 +22,7 @@ from dynq.kernels.base import (
     seq_sum,
     sqrtf,
 )
-from dynq.kernels.search import GROUP_MAX_EPS, f32
+from dynq.kernels.search import GROUP_MAX_EPS, f32, in_slices
 
 __all__ = ["IQ4_NL", "IQ4_XS", "KVALUES_IQ4NL"]
 
@@ -70,6 +70,10 @@ def _block_scales(x: Tensor, w: Tensor) -> Tensor:
 
     ``x``, ``w``: ``[B, 32]`` → ``scales [B]`` (0 for an all-zero block).
     """
+    return in_slices(_block_scales_1, 32 * (2 * _NTRY + 2), x, w, elems=1 << 17)
+
+
+def _block_scales_1(x: Tensor, w: Tensor) -> Tensor:
     b = x.shape[0]
     kv = _kv(x)
     amax, mx = first_abs_max(x)  # [B, 1]
@@ -81,22 +85,22 @@ def _block_scales(x: Tensor, w: Tensor) -> Tensor:
     num = torch.tensor(
         [float(i + KVALUES_IQ4NL[0]) for i in range(-_NTRY, _NTRY + 1)], dtype=F32, device=x.device
     )
-    ids = torch.cat([id0, torch.div(num.view(1, -1), mx)], dim=1)  # [B, T]
-    nt = ids.shape[1]
+    ids = torch.cat([id0.view(1, -1), torch.div(num.view(-1, 1), mx.view(1, -1))])  # [T, B]
+    nt = ids.shape[0]
     xt = x.t().contiguous()  # [32, B]
     wt = w.t().contiguous()
-    _, q = best_index_iq4(ids.unsqueeze(0) * xt.unsqueeze(2))  # [32, B, T]
-    buf = torch.empty((32, 2, b, nt), dtype=F32, device=x.device)
-    wq = torch.mul(wt.unsqueeze(2), q, out=buf[:, 1])
-    torch.mul(wq, xt.unsqueeze(2), out=buf[:, 0])
+    _, q = best_index_iq4(ids.unsqueeze(0) * xt.unsqueeze(1))  # [32, T, B]
+    buf = torch.empty((32, 2, nt, b), dtype=F32, device=x.device)
+    wq = torch.mul(wt.unsqueeze(1), q, out=buf[:, 1])
+    torch.mul(wq, xt.unsqueeze(1), out=buf[:, 0])
     wq.mul_(q)
     del q
     sums = seq_sum(buf)
-    sumqx, sumq2 = sums[0], sums[1]  # [B, T]
-    d = torch.where(sumq2[:, 0] > 0, sumqx[:, 0] / sumq2[:, 0], torch.zeros_like(sumqx[:, 0]))
-    best = d * sumqx[:, 0]
+    sumqx, sumq2 = sums[0], sums[1]  # [T, B]
+    d = torch.where(sumq2[0] > 0, sumqx[0] / sumq2[0], torch.zeros_like(sumqx[0]))
+    best = d * sumqx[0]
     for t in range(1, nt):
-        sqx, sq2 = sumqx[:, t], sumq2[:, t]
+        sqx, sq2 = sumqx[t], sumq2[t]
         take = (sq2 > 0) & (sqx * sqx > best * sq2)
         nd = sqx / sq2
         d = torch.where(take, nd, d)
