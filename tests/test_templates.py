@@ -138,6 +138,11 @@ CASES = [
     ("{% with a = 1 %}{{ a }}{% endwith %}", "minja", "statement"),
     ("{% raw %}{{ x }}{% endraw %}", "minja", "statement"),
     ("{{ 'ab'.startswith(('a', 'b')) }}", "jinja", "method-args"),
+    (
+        "{% macro m() %}{{ caller(1) }}{% endmacro %}{% call(x) m() %}{{ x }}{% endcall %}",
+        "minja",
+        "statement",
+    ),
 ]
 
 
@@ -245,6 +250,10 @@ BAD = {
     "globals": "{{ cycler.__init__.__globals__.os }}",
     "getitem": "{{ joiner['__init__']['__globals__'] }}",
     "recursion": "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}",
+    "slow inside one filter (watchdog)": "{{ (messages[0]['content'] * 40) | wordwrap(1) }}",
+    "huge integers": "{% set ns = namespace(x=3) %}{% for i in range(64) %}"
+    "{% set ns.x = ns.x * ns.x %}{% endfor %}",
+    "huge power": "{{ (10 ** 1000) ** 1000 }}",
 }
 
 

@@ -177,7 +177,9 @@ def check_template(
                 object_args = True
         except RaisedException as e:
             rep.render_errors.append(
-                RenderError(conv_name, f"template refused it: raise_exception('{e}')", "warning")
+                RenderError(
+                    conv_name, _one_line(f"template refused it: raise_exception('{e}')"), "warning"
+                )
             )
         except RenderLimit as e:
             rep.render_errors.append(RenderError(conv_name, f"stopped: {e}"))
@@ -188,20 +190,17 @@ def check_template(
         except RecursionError:
             rep.render_errors.append(RenderError(conv_name, "stopped: recursion too deep"))
             break
-        except (
-            TemplateError,
-            TypeError,
-            ValueError,
-            KeyError,
-            IndexError,
-            AttributeError,
-            ArithmeticError,
-        ) as e:
-            rep.render_errors.append(RenderError(conv_name, f"{type(e).__name__}: {e}"))
+        except Exception as e:
+            rep.render_errors.append(RenderError(conv_name, _one_line(f"{type(e).__name__}: {e}")))
 
     _check_bos(rep, bos_token, add_bos)
     _check_special(rep, source, literals, vocab)
     return rep
+
+
+def _one_line(msg: str, limit: int = 300) -> str:
+    msg = " ".join(msg.split())
+    return msg if len(msg) <= limit else msg[: limit - 1] + "…"
 
 
 def _has_tool_calls(ctx: dict) -> bool:

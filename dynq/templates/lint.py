@@ -516,6 +516,20 @@ class Linter:
                         code="statement",
                     )
 
+    def _CallBlock(self, node: nodes.CallBlock) -> None:
+        if node.args:  # {% call(x) macro() %}: minja parses one expression, caller takes none
+            for e in self.engines:
+                if e.name == "minja":
+                    self.add(
+                        node,
+                        r"\{%[-+]?\s*call\s*\(",
+                        e,
+                        "call block with caller arguments {% call(...) %} is not supported "
+                        "(minja.hpp:2498-2503, 1644)",
+                        "pass the values to the macro instead of through caller()",
+                        code="statement",
+                    )
+
     def _Pow(self, node: nodes.Pow) -> None:
         self._op(node, "**", r"\*\*", "multiply it out")
 

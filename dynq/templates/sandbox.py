@@ -109,6 +109,8 @@ class _Budget:
             raise RenderTimeout(f"render took longer than {self.limits.seconds:g} s")
 
     def size(self, value: object, what: str) -> object:
+        if isinstance(value, int) and value.bit_length() > 1_000_000:
+            raise RenderLimit(f"{what} produced an integer of {value.bit_length():,} bits")
         if isinstance(value, str | list | tuple | dict) and len(value) > self.limits.max_string:
             raise RenderLimit(
                 f"{what} produced {len(value):,} characters/items "
@@ -314,8 +316,10 @@ class SandboxEnvironment(ImmutableSandboxedEnvironment):
                             f"'*' would build {len(seq) * n:,} characters/items "
                             f"(limit {self.limits.max_string:,})"
                         )
-        if operator == "**" and isinstance(right, int | float) and abs(right) > 1024:
-            raise RenderLimit(f"'**' with exponent {right} is too large")
+        if operator == "**" and isinstance(right, int | float) and isinstance(left, int | float):
+            bits = abs(right) * max(int(abs(left)).bit_length(), 1)
+            if abs(right) > 1024 or bits > 1_000_000:
+                raise RenderLimit(f"'**' with exponent {right} is too large")
         if operator == "%" and isinstance(left, str):
             b.format_string(left, "'%' formatting")
         return b.size(super().call_binop(context, operator, left, right), f"'{operator}'")
