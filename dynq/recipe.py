@@ -173,12 +173,7 @@ class Rule(_Strict):
     @field_validator("type")
     @classmethod
     def _type(cls, v: str) -> str:
-        try:
-            t = qtypes.parse_type(v)
-        except QuantTypeError as e:
-            raise ValueError(str(e)) from None
-        if not t.storable:
-            raise ValueError(f"{t.name} is not a storage type for weights")
+        _check_weight_type(v)
         return v
 
     @cached_property
@@ -220,12 +215,7 @@ class Target(_Strict):
     @classmethod
     def _base(cls, v: str | None) -> str | None:
         if v is not None:
-            try:
-                t = qtypes.parse_type(v)
-            except QuantTypeError as e:
-                raise ValueError(str(e)) from None
-            if not t.storable:
-                raise ValueError(f"{t.name} is not a storage type for weights")
+            _check_weight_type(v)
         return v
 
     @field_validator("extends")
@@ -246,6 +236,16 @@ class Target(_Strict):
     @property
     def mix(self) -> str | None:
         return self.extends[len(STOCK_PREFIX) :] if self.extends else None
+
+
+def _check_weight_type(name: str) -> None:
+    """A type name a weight can be stored as (ValueError otherwise, for pydantic)."""
+    try:
+        t = qtypes.parse_type(name)
+    except QuantTypeError as e:
+        raise ValueError(str(e)) from None
+    if not t.storable:
+        raise ValueError(f"{t.name} is not a storage type for weights")
 
 
 def _check_mix(mix: str) -> None:
