@@ -391,13 +391,8 @@ def require_ok(reports: list[TemplateReport], warn: Callable[[str], None]) -> No
     """Print warnings through ``warn``; raise TemplateCheckError naming the first error."""
     errors: list[str] = []
     for rep in reports:
-        for f in rep.findings:
-            if f.severity == "warning":
-                warn(f.format(rep.name))
-            elif f.severity == "error":
-                errors.append(f.format(rep.name))
-        for r in rep.render_errors:
-            (errors.append if r.severity == "error" else warn)(r.format(rep.name))
+        for severity, line in rep.entries(infos=False):
+            (errors.append if severity == "error" else warn)(line)
     if errors:
         more = f" (and {len(errors) - 1} more: dynq template check)" if len(errors) > 1 else ""
         raise TemplateCheckError(f"chat template: {errors[0]}{more}")

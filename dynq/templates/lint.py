@@ -316,13 +316,17 @@ class Linter:
                     code="not-implemented",
                 )
             if name == "tojson" and "sort_keys" in kwargs:
+                val = next(
+                    (k.value for k in getattr(node, "kwargs", []) if k.key == "sort_keys"), None
+                )
+                false = isinstance(val, nodes.Const) and not val.value
                 self.add(
                     node,
                     pat,
                     e,
                     "tojson(sort_keys=...) is not implemented when true (value.cpp:258)",
                     "drop sort_keys",
-                    severity="warning",
+                    severity="info" if false else "error",
                     code="not-implemented",
                 )
             if name == "map" and n_pos > 0:
@@ -359,16 +363,21 @@ class Linter:
                 f"or-chain: `s.{name}(a) or s.{name}(b)`",
                 code="method-args",
             )
-        if e.name == "minja" and name in ("select", "reject", "selectattr", "rejectattr"):
+        if name in ("select", "reject", "selectattr", "rejectattr"):
             idx = 0 if name in ("select", "reject") else 1
             test = _const_str(args[idx]) if len(args) > idx else None
-            if test is not None and e.select_tests is not None and test not in e.select_tests:
+            allowed = e.select_tests if e.select_tests is not None else e.tests
+            if test is not None and test not in allowed:
+                why = (
+                    "minja looks tests up as globals and has only equalto, ==, in (minja.hpp:2993)"
+                    if e.name == "minja"
+                    else "no such test (value.cpp:475-600)"
+                )
                 self.add(
                     node,
                     rf"['\"]{re.escape(test)}['\"]",
                     e,
-                    f"{name}() with test '{test}' fails: minja looks tests up as globals and "
-                    "has only equalto, ==, in (minja.hpp:2993)",
+                    f"{name}() with test '{test}' fails: {why}",
                     "loop with `{% if %}` instead",
                     code="test",
                 )

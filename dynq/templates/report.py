@@ -68,8 +68,24 @@ class TemplateReport:
         return not self.errors
 
     def lines(self, *, infos: bool = True) -> list[str]:
-        out = [f.format(self.name) for f in self.findings if infos or f.severity != "info"]
-        out += [r.format(self.name) for r in self.render_errors]
+        """One line per finding, and per distinct render error (naming its first conversation
+        and how many others failed the same way)."""
+        return [text for _, text in self.entries(infos=infos)]
+
+    def entries(self, *, infos: bool = True) -> list[tuple[str, str]]:
+        """``lines()`` with each line's severity."""
+        out = [
+            (f.severity, f.format(self.name))
+            for f in self.findings
+            if infos or f.severity != "info"
+        ]
+        groups: dict[tuple[str, str], list[RenderError]] = {}
+        for r in self.render_errors:
+            groups.setdefault((r.severity, r.message), []).append(r)
+        for (severity, message), rs in groups.items():
+            more = f" (and {len(rs) - 1} more)" if len(rs) > 1 else ""
+            text = f"{self.name}: {severity}: conversation '{rs[0].conversation}'{more}: {message}"
+            out.append((severity, text))
         return out
 
     def summary(self) -> str:
