@@ -216,8 +216,9 @@ class Editor:
         return snap.description
 
     # -- rules -----------------------------------------------------------------------------
-    def rules_for(self, target: str, tensors: list[PlannedTensor], scope: Scope,
-                  layers: str | None = None) -> list[tuple[str, str | None]]:
+    def rules_for(
+        self, target: str, tensors: list[PlannedTensor], scope: Scope, layers: str | None = None
+    ) -> list[tuple[str, str | None]]:
         """The (match, layers) keys of the rules that select ``tensors`` in ``scope``."""
         quant = [t for t in tensors if t.rule != "not quantized"]
         if not quant:
@@ -246,9 +247,7 @@ class Editor:
 
     def _glob_is_exact(self, match: str, kind: str) -> bool:
         rule = Rule(match=match, type="f32")
-        return all(
-            t.kind == kind for t in self.inventory.tensors if rule.matches(t.name, t.layer)
-        )
+        return all(t.kind == kind for t in self.inventory.tensors if rule.matches(t.name, t.layer))
 
     def set_type(
         self,
@@ -264,7 +263,11 @@ class Editor:
         return self._set_types(target, [(planned, qtype)], scope, layers, note)
 
     def step(
-        self, target: str, names: list[str], steps: int, scope: Scope = Scope.TENSORS,
+        self,
+        target: str,
+        names: list[str],
+        steps: int,
+        scope: Scope = Scope.TENSORS,
         layers: str | None = None,
     ) -> str:
         """Move tensors ``steps`` rungs up (+) or down (-) the type ladder."""
@@ -276,10 +279,15 @@ class Editor:
             new = qtypes.ladder_step(t.fallback_from or t.type, steps)
             groups[new.key].append(t)
         if not groups:
-            return self._set_types(target, [([self.tensor(target, n) for n in names], "f32")],
-                                   scope, layers, None)
+            return self._set_types(
+                target, [([self.tensor(target, n) for n in names], "f32")], scope, layers, None
+            )
         return self._set_types(
-            target, [(ts, k) for k, ts in groups.items()], scope, layers, None,
+            target,
+            [(ts, k) for k, ts in groups.items()],
+            scope,
+            layers,
+            None,
             verb="up" if steps > 0 else "down",
         )
 
@@ -302,15 +310,21 @@ class Editor:
                 raise RecipeError(f"{self.path}: type: {e}") from None
             for match, lay in self.rules_for(target, tensors, scope, layers):
                 try:
-                    idx = next(i for i, r in enumerate(rules) if (r.match, r.layers) == (match, lay))
+                    idx = next(
+                        i for i, r in enumerate(rules) if (r.match, r.layers) == (match, lay)
+                    )
                 except StopIteration:
                     idx = None
                 keep_note = rules[idx].note if idx is not None else None
                 if idx is not None and _overridden(rules[idx + 1 :], tensors):
                     rules.pop(idx)  # a later rule would win: the new one goes last
                     idx = None
-                fields = {"match": match, "layers": lay, "type": qt.key,
-                          "note": note if note is not None else keep_note}
+                fields = {
+                    "match": match,
+                    "layers": lay,
+                    "type": qt.key,
+                    "note": note if note is not None else keep_note,
+                }
                 try:
                     rule = Rule(**fields)
                 except ValidationError as e:

@@ -166,8 +166,13 @@ def parse_filter(text: str) -> Filter:
         else:
             raise FilterError(f"unknown filter '{key}:' (use kind:, layer:, type:, rule:)")
     return Filter(
-        text, tuple(names), tuple(kinds), frozenset(layers) if layers is not None else None,
-        tuple(types), tuple(rules), fallback,
+        text,
+        tuple(names),
+        tuple(kinds),
+        frozenset(layers) if layers is not None else None,
+        tuple(types),
+        tuple(rules),
+        fallback,
     )
 
 
@@ -299,8 +304,11 @@ def read_build_reports(build_root: Path, name: str, targets: list[str]) -> list[
             data = json.loads(p.read_text())
             out.append(
                 BuildInfo(
-                    t, int(data["file_size"]), float(data.get("seconds", 0.0)),
-                    str(data.get("recipe_version", "")), p.stat().st_mtime,
+                    t,
+                    int(data["file_size"]),
+                    float(data.get("seconds", 0.0)),
+                    str(data.get("recipe_version", "")),
+                    p.stat().st_mtime,
                 )
             )
         except (OSError, ValueError, KeyError, TypeError):

@@ -324,14 +324,14 @@ async def test_build_with_tiny_model(workdir: Path, recipe_path: Path):
         assert (out / "tiny-mix.gguf").exists() and (out / "tiny-mix.build.json").exists()
         await pilot.press("escape")
         await pilot.pause()
-        # again: the output exists; f overwrites
+        # again: the output exists, so nothing starts until f (overwrite) is pressed
         await pilot.press("b")
         await pilot.pause()
         assert "exists" in _text(app.screen, "#build-status")
-        await pilot.press("f")
-        await app.workers.wait_for_complete()
+        assert not app.screen.running
+        await pilot.press("escape")
         await pilot.pause()
-        assert app.screen.ok
+        assert app.screen is screen
 
 
 async def test_build_cancel_leaves_nothing(workdir: Path, recipe_path: Path):
@@ -340,7 +340,10 @@ async def test_build_cancel_leaves_nothing(workdir: Path, recipe_path: Path):
         screen = app.screen
         plan = screen.editor.plan("mix")
         build = BuildScreen(
-            screen.editor.saved, "mix", workdir / "build" / "tiny", plan.tensor_bytes,
+            screen.editor.saved,
+            "mix",
+            workdir / "build" / "tiny",
+            plan.tensor_bytes,
             len(plan.tensors),
         )
         build.cancel_event.set()  # as if escape was pressed before the first tensor

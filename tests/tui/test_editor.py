@@ -13,8 +13,8 @@ from tui.model import (
     ComparePoint,
     FilterError,
     layer_map,
-    parse_filter,
     pareto_front,
+    parse_filter,
     read_eval,
     scan_registry,
 )
@@ -47,8 +47,9 @@ def test_scopes_kind_and_layer_range(recipe_path: Path):
     assert _types(ed, "mix")["blk.1.attn_q.weight"] == "Q8_0"
     assert _types(ed, "mix")["blk.0.attn_q.weight"] == "Q4_1"
     # several tensors of two kinds and both layers: one compact rule per kind
-    ed.set_type("mix", ["blk.0.attn_k.weight", "blk.1.attn_k.weight", "blk.1.attn_q.weight"],
-                "q6_k")
+    ed.set_type(
+        "mix", ["blk.0.attn_k.weight", "blk.1.attn_k.weight", "blk.1.attn_q.weight"], "q6_k"
+    )
     last = [(r.match, r.layers) for r in ed.recipe.targets["mix"].rules[-2:]]
     assert sorted(last) == [("blk.*.attn_k.weight", "0-1"), ("blk.*.attn_q.weight", "1")]
 
@@ -130,7 +131,9 @@ def test_save_writes_canonical_toml_and_diff(recipe_path: Path):
     loaded = load_recipe(recipe_path)
     assert loaded.text == dump_recipe(loaded.recipe, recipe_path)
     assert loaded.recipe.version == "1.0.1"
-    assert 'match = "blk.*.ffn_up.weight", layers = "0", type = "q8_0", note = "test"' in loaded.text
+    assert (
+        'match = "blk.*.ffn_up.weight", layers = "0", type = "q8_0", note = "test"' in loaded.text
+    )
     assert not ed.dirty
     assert ed.diff().empty
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from textual.widgets import Input, OptionList
+from textual.widgets import OptionList
 
 from tui.app import DynqApp
 
@@ -50,17 +50,6 @@ def test_layer_map(workdir: Path, snap_compare):
 
 def test_rules(workdir: Path, snap_compare):
     assert snap_compare(_app("tiny", "mix"), terminal_size=SMALL, press=["3"], run_before=_settle)
-
-
-def test_filter(workdir: Path, snap_compare):
-    async def run(pilot):
-        await _settle(pilot)
-        await pilot.press("slash")
-        pilot.app.screen.query_one("#filter", Input).value = "kind:ffn_down"
-        await pilot.press("enter", "a")
-        await pilot.pause()
-
-    assert snap_compare(_app("tiny", "mix"), terminal_size=SMALL, run_before=run)
 
 
 def test_type_picker(workdir: Path, snap_compare):

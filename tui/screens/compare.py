@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
@@ -21,7 +22,7 @@ from tui.widgets.pareto_chart import ParetoChart
 class CompareScreen(Screen[str | None]):
     """Dismisses with the target to open in the editor, or None."""
 
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("enter", "open", "Open in editor", priority=True),
         Binding("escape,q", "close", "Back"),
     ]
@@ -48,8 +49,14 @@ class CompareScreen(Screen[str | None]):
     def on_mount(self) -> None:
         table = self.query_one("#compare-table", DataTable)
         for key, label in [
-            ("target", "target"), ("base", "from"), ("size", "size"), ("bpw", "bpw"),
-            ("mean_kld", "mean KLD"), ("p99_kld", "p99 KLD"), ("top1", "top-1"), ("ppl", "PPL"),
+            ("target", "target"),
+            ("base", "from"),
+            ("size", "size"),
+            ("bpw", "bpw"),
+            ("mean_kld", "mean KLD"),
+            ("p99_kld", "p99 KLD"),
+            ("top1", "top-1"),
+            ("ppl", "PPL"),
             ("front", "Pareto"),
         ]:
             table.add_column(label, key=key)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Static
@@ -12,7 +14,7 @@ from textual.widgets import Button, Static
 class ConfirmScreen(ModalScreen[str | None]):
     """Dismisses with the chosen answer's id, or None on escape."""
 
-    BINDINGS = [Binding("escape", "dismiss_none", "Cancel")]
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "dismiss_none", "Cancel")]
 
     def __init__(self, title: str, question: str, answers: list[tuple[str, str, str]]) -> None:
         """``answers``: (id, label, key) — the key answers from the keyboard."""
@@ -28,7 +30,9 @@ class ConfirmScreen(ModalScreen[str | None]):
             with Horizontal(classes="buttons"):
                 for i, (aid, label, key) in enumerate(self.answers):
                     variant = "primary" if i == 0 else "default"
-                    yield Button(f"{label} [{key}]", id=f"answer-{aid}", variant=variant, compact=True)
+                    yield Button(
+                        f"{label} [{key}]", id=f"answer-{aid}", variant=variant, compact=True
+                    )
 
     def on_key(self, event) -> None:
         for aid, _label, key in self.answers:

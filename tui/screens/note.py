@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import ClassVar
 
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Static
@@ -15,7 +16,7 @@ from textual.widgets import Button, Input, Static
 class NoteEditor(ModalScreen[str | None]):
     """``apply(note)`` returns an error message or None; dismisses with the note when applied."""
 
-    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
 
     def __init__(self, what: str, note: str | None, apply: Callable[[str], str | None]) -> None:
         super().__init__()
@@ -27,7 +28,10 @@ class NoteEditor(ModalScreen[str | None]):
         with Vertical(classes="dialog note"):
             yield Static(f"Note of {self.what}", classes="dialog-title")
             yield Input(
-                value=self.note, placeholder="why this type (empty: no note)", id="note", compact=True
+                value=self.note,
+                placeholder="why this type (empty: no note)",
+                id="note",
+                compact=True,
             )
             yield Static("", id="note-error", classes="error")
             with Horizontal(classes="buttons"):

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, ScrollableContainer, Vertical
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Select, Static, TabbedContent, TabPane
@@ -36,7 +37,7 @@ SORTABLE = ["name", "layer", "kind", "type", "bpw", "mb", "params", "rule", "imp
 class RecipeScreen(Screen):
     """Edit one recipe. The Editor holds the state; this screen draws it and forwards keys."""
 
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("plus,equals_sign", "step(1)", "Up", key_display="+"),
         Binding("minus", "step(-1)", "Down", key_display="-"),
         Binding("space", "mark", "Mark", show=False),
@@ -76,6 +77,7 @@ class RecipeScreen(Screen):
         self.sort_column: str | None = None
         self.sort_reverse = False
         self.importance: dict[str, float] | None = None
+        self._stale: set[str] = set()
 
     # -- layout ----------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -121,7 +123,8 @@ class RecipeScreen(Screen):
         self.query_one("#table", TensorTable).focus()
         if find_imatrix(self.editor.saved, self.build_root) is not None:
             self.load_importance()
-        self.prefetch_plans()
+        # after the first paint, so that it does not compete with it
+        self.set_timer(0.2, self.prefetch_plans)
 
     @work(thread=True, exclusive=True, group="prefetch")
     def prefetch_plans(self) -> None:
@@ -145,7 +148,8 @@ class RecipeScreen(Screen):
 
     def _set_importance(self, imp: dict[str, float]) -> None:
         self.importance = imp
-        self.redraw_table()
+        self._stale.add("tensors")
+        self._redraw_tab(self.active_tab)
 
     # -- drawing ---------------------------------------------------------------------------
     @property
@@ -162,11 +166,11 @@ class RecipeScreen(Screen):
         return {t.name for t in self.plan.tensors if t.name in old and old[t.name].type != t.type}
 
     def redraw(self) -> None:
-        """Everything that depends on the Plan: table, map, rules, summary, title."""
+        """Everything that depends on the Plan: the visible tab, summary, title. The hidden
+        tabs are redrawn when they are shown."""
         changed = self.changed_names()
-        self.redraw_table(changed)
-        self.query_one("#layer-map", LayerMapView).show(self.plan, changed)
-        self.redraw_rules()
+        self._stale = {"tensors", "map", "rules"}
+        self._redraw_tab(self.active_tab or "tensors", changed)
         self.query_one("#summary", SummaryPanel).show(
             summarize(self.plan, self.editor.saved_plan(self.target) if self.editor.dirty else None)
         )
@@ -174,6 +178,18 @@ class RecipeScreen(Screen):
             Text(" ● unsaved", style="bold yellow") if self.editor.dirty else Text("")
         )
         self.sub_title = self.target
+
+    def _redraw_tab(self, tab: str, changed: set[str] | None = None) -> None:
+        if tab not in self._stale:
+            return
+        self._stale.discard(tab)
+        if tab == "tensors":
+            self.redraw_table(changed)
+        elif tab == "map":
+            changed = self.changed_names() if changed is None else changed
+            self.query_one("#layer-map", LayerMapView).show(self.plan, changed)
+        elif tab == "rules":
+            self.redraw_rules()
 
     def redraw_table(self, changed: set[str] | None = None) -> None:
         table = self.query_one("#table", TensorTable)
@@ -456,6 +472,7 @@ class RecipeScreen(Screen):
     @on(TabbedContent.TabActivated)
     def tab_activated(self, event: TabbedContent.TabActivated) -> None:
         pane = event.pane.id or ""
+        self._redraw_tab(pane)
         target = {"tensors": "#table", "map": "#layer-map", "rules": "#rules-table"}.get(pane)
         if target:
             self.query_one(target).focus()
@@ -482,7 +499,9 @@ class RecipeScreen(Screen):
 
         plan = self.editor.saved_plan(self.target) or self.plan
         out = self.build_root / self.editor.name
-        screen = BuildScreen(self.editor.saved, self.target, out, plan.tensor_bytes, len(plan.tensors))
+        screen = BuildScreen(
+            self.editor.saved, self.target, out, plan.tensor_bytes, len(plan.tensors)
+        )
         self.app.push_screen(screen)
 
     def action_compare(self) -> None:

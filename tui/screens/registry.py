@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
+from typing import ClassVar
 
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
@@ -17,7 +18,7 @@ from tui.model import RecipeEntry, fmt_size, scan_registry
 
 
 class RegistryScreen(Screen):
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("enter", "open", "Open", priority=True),
         Binding("r", "refresh", "Refresh"),
         Binding("q", "app.quit", "Quit"),
@@ -42,8 +43,12 @@ class RegistryScreen(Screen):
     def on_mount(self) -> None:
         table = self.query_one("#recipes", DataTable)
         for key, label in [
-            ("name", "recipe"), ("version", "version"), ("arch", "arch"),
-            ("targets", "targets"), ("built", "built"), ("last", "last build"),
+            ("name", "recipe"),
+            ("version", "version"),
+            ("arch", "arch"),
+            ("targets", "targets"),
+            ("built", "built"),
+            ("last", "last build"),
         ]:
             table.add_column(label, key=key)
         self.action_refresh()

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import ClassVar
 
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, OptionList, RadioButton, RadioSet, Static
@@ -24,11 +25,7 @@ def type_options(current: str | None) -> list[Option]:
     """The ladder (by bits per weight), then the other storage types."""
     ladder = [qtypes.get(t) for t in qtypes.LADDER]
     others = sorted(
-        (
-            t
-            for t in qtypes.all_types().values()
-            if t.storable and t.gguf not in qtypes.LADDER
-        ),
+        (t for t in qtypes.all_types().values() if t.storable and t.gguf not in qtypes.LADDER),
         key=lambda t: t.bpw,
     )
     out: list[Option] = []
@@ -49,7 +46,7 @@ def type_options(current: str | None) -> list[Option]:
 class TypePicker(ModalScreen[str | None]):
     """Dismisses with the applied change's description, or None when cancelled."""
 
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "cancel", "Cancel"),
         Binding("ctrl+s,ctrl+enter", "apply", "Apply"),
     ]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from rich.text import Text
 from textual import events
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import ScrollableContainer
 from textual.geometry import Region
 from textual.reactive import reactive
@@ -24,10 +26,12 @@ class LayerMapView(Widget, can_focus=True):
     """
 
     DEFAULT_CSS = """
-    LayerMapView { height: auto; width: auto; padding: 0 1; text-wrap: nowrap; text-overflow: ellipsis; }
+    LayerMapView {
+        height: auto; width: auto; padding: 0 1; text-wrap: nowrap; text-overflow: ellipsis;
+    }
     """
 
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("up", "move(0, -1)", "Up", show=False),
         Binding("down", "move(0, 1)", "Down", show=False),
         Binding("left", "move(-1, 0)", "Left", show=False),

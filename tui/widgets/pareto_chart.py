@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 from rich.text import Text
@@ -54,7 +55,7 @@ class ParetoChart(Widget):
             return cx, cy
 
         front = sorted((p for p in pts if p.pareto), key=lambda p: p.size)
-        for a, b in zip(front, front[1:], strict=False):  # the front as a dotted line
+        for a, b in itertools.pairwise(front):  # the front as a dotted line
             ax, ay = pos(a.size / 1e9, math.log10(a.kld))  # type: ignore[arg-type]
             bx, by = pos(b.size / 1e9, math.log10(b.kld))  # type: ignore[arg-type]
             n = max(abs(bx - ax), abs(by - ay), 1)

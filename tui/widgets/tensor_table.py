@@ -7,12 +7,13 @@ Plan redraws in milliseconds, where DataTable measures every cell of every row.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from rich.cells import cell_len
 from rich.segment import Segment
 from rich.style import Style
 from textual import events
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.geometry import Size
 from textual.message import Message
 from textual.reactive import reactive
@@ -41,7 +42,7 @@ class HeaderClicked(Message):
 class TensorTable(ScrollView, can_focus=True):
     """Rows keyed by tensor name. ``show`` redraws from a Plan, keeping the cursor's tensor."""
 
-    COMPONENT_CLASSES = {
+    COMPONENT_CLASSES: ClassVar[set[str]] = {
         "tensor-table--header",
         "tensor-table--cursor",
         "tensor-table--even",
@@ -55,7 +56,7 @@ class TensorTable(ScrollView, can_focus=True):
     TensorTable > .tensor-table--even { background: $boost; }
     TensorTable > .tensor-table--changed { text-style: reverse; }
     """
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("up", "cursor(-1)", "Up", show=False),
         Binding("down", "cursor(1)", "Down", show=False),
         Binding("pageup", "page(-1)", "Page up", show=False),
@@ -82,6 +83,9 @@ class TensorTable(ScrollView, can_focus=True):
         self.sort_reverse = False
         self._plan: Plan | None = None
         self._cells: dict[str, list[tuple[str, str]]] = {}
+        self._tt_styles: tuple[Style, Style, Style, Style, Style] | None = None
+        self._tt_focus = False
+        self._parsed: dict[str, Style] = {}
 
     # -- data ------------------------------------------------------------------------------
     def show(
@@ -128,8 +132,10 @@ class TensorTable(ScrollView, can_focus=True):
         v = self.importance.get(t.name) if self.importance is not None else None
         by_key = {
             "name": (t.name, ""),
-            "type": (t.type.name + ("*" if t.fallback_from else ""),
-                     f"bold {colour}" if quant else "dim"),
+            "type": (
+                t.type.name + ("*" if t.fallback_from else ""),
+                f"bold {colour}" if quant else "dim",
+            ),
             "bpw": (f"{t.bpw:.2f}", ""),
             "mb": (fmt_mb(t.bytes), ""),
             "imp": ("—" if v is None else f"{v:.3g}", ""),
@@ -223,6 +229,31 @@ class TensorTable(ScrollView, can_focus=True):
                 self.action_choose()
 
     # -- drawing ---------------------------------------------------------------------------
+    def notify_style_update(self) -> None:
+        super().notify_style_update()
+        self._tt_styles = None
+
+    def _row_styles(self) -> tuple[Style, Style, Style, Style, Style]:
+        if self._tt_styles is None or self._tt_focus != self.has_focus:
+            g = self.get_component_rich_style
+            self._tt_styles = (
+                g("tensor-table--header"),
+                g("tensor-table--cursor"),
+                g("tensor-table--even"),
+                g("tensor-table--changed", partial=True),
+                Style(),
+            )
+            self._tt_focus = self.has_focus
+        return self._tt_styles  # type: ignore[return-value]
+
+    def _on_focus(self, event) -> None:
+        self._tt_styles = None
+        self.refresh()
+
+    def _on_blur(self, event) -> None:
+        self._tt_styles = None
+        self.refresh()
+
     def render_line(self, y: int) -> Strip:
         width = self.size.width
         x0 = self.scroll_offset.x
@@ -232,16 +263,21 @@ class TensorTable(ScrollView, can_focus=True):
         if row >= len(self.rows):
             return Strip.blank(width)
         name = self.names[row]
-        base = Style()
+        _, cursor, even, changed_style, base = self._row_styles()
         if row == self.cursor:
-            base = self.get_component_rich_style("tensor-table--cursor")
+            base = cursor
         elif row % 2:
-            base = self.get_component_rich_style("tensor-table--even")
+            base = even
         segs: list[Segment] = []
-        changed_style = self.get_component_rich_style("tensor-table--changed", partial=True)
         for i, ((text, style), w) in enumerate(zip(self._cells[name], self.widths, strict=False)):
             key = "mark" if i == 0 else self.columns[i - 1][0]
-            s = base + Style.parse(style) if style else base
+            if style:
+                parsed = self._parsed.get(style)
+                if parsed is None:
+                    parsed = self._parsed[style] = Style.parse(style)
+                s = base + parsed
+            else:
+                s = base
             if key == "type" and name in self.changed:
                 s = s + changed_style
             segs.append(Segment(_fit(text, w, key in NUMERIC), s))
@@ -250,7 +286,7 @@ class TensorTable(ScrollView, can_focus=True):
         return strip.crop_extend(x0, x0 + width, base)
 
     def _header(self) -> Strip:
-        style = self.get_component_rich_style("tensor-table--header")
+        style = self._row_styles()[0]
         segs = [Segment(" " * (self.widths[0] + 1) if self.widths else "", style)]
         for (key, label), w in zip(self.columns, self.widths[1:], strict=False):
             if key == self.sort_column:
