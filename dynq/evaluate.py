@@ -32,6 +32,7 @@ from dynq.engine.tokenizer import load_tokenizer
 from dynq.errors import DynqError
 
 MAGIC = b"_logits_"
+ROWS = 64  # positions projected to logits at once (bounds memory for large vocabularies)
 
 
 class EvalError(DynqError):
@@ -169,8 +170,9 @@ def write_base(
         for c0 in range(0, n_chunk, batch):
             h = model.hidden(chunk_tokens[c0 : c0 + batch])
             for j in range(h.shape[0]):
-                lg = model.project(h[j, first : n_ctx - 1])
-                f.write(encode_logprobs(lg.cpu()).tobytes())
+                for r0 in range(first, n_ctx - 1, ROWS):
+                    lg = model.project(h[j, r0 : min(r0 + ROWS, n_ctx - 1)])
+                    f.write(encode_logprobs(lg.cpu()).tobytes())
             if progress:
                 progress(f"reference: {min(c0 + batch, n_chunk)}/{n_chunk} chunks")
     part.replace(p)
@@ -228,9 +230,14 @@ def score_candidate(
         h = model.hidden(chunk_tokens[c0 : c0 + batch])
         for j in range(h.shape[0]):
             c = c0 + j
-            lg = model.project(h[j, first : n_ctx - 1]).cpu()
-            targets = text[c, first + 1 : n_ctx]
-            kld, nll, same, nll_base = score_chunk(lg, base.rows(c), targets, base.n_vocab)
+            rows = base.rows(c)
+            parts = []
+            for r0 in range(first, n_ctx - 1, ROWS):
+                r1 = min(r0 + ROWS, n_ctx - 1)
+                lg = model.project(h[j, r0:r1]).cpu()
+                targets = text[c, r0 + 1 : r1 + 1]
+                parts.append(score_chunk(lg, rows[r0 - first : r1 - first], targets, base.n_vocab))
+            kld, nll, same, nll_base = (torch.cat(x) for x in zip(*parts, strict=True))
             klds.append(kld)
             nlls.append(nll)
             sames.append(same)

@@ -7,6 +7,20 @@
 from __future__ import annotations
 
 from dynq.engine.gguf_file import GGUFFile
+from dynq.engine.model import (
+    Model,
+    UnsupportedArchitectureError,
+    load_model,
+    supported_architectures,
+)
 from dynq.engine.tokenizer import GGUFTokenizer, load_tokenizer
 
-__all__ = ["GGUFFile", "GGUFTokenizer", "load_tokenizer"]
+__all__ = [
+    "GGUFFile",
+    "GGUFTokenizer",
+    "Model",
+    "UnsupportedArchitectureError",
+    "load_model",
+    "load_tokenizer",
+    "supported_architectures",
+]

@@ -1,0 +1,78 @@
+"""Small checks of the engine's pieces: the GGUF parser, RoPE modes, activation rounding."""
+
+from __future__ import annotations
+
+import gguf
+import numpy as np
+import pytest
+import torch
+
+from dynq.engine.common import apply_rope, causal_mask, ggml_activation_round, rope_cos_sin
+from dynq.engine.gguf_file import GGUFFile
+from dynq.errors import InventoryError
+
+
+def test_gguf_file_matches_gguf_reader(tmp_path):
+    p = tmp_path / "t.gguf"
+    w = gguf.GGUFWriter(str(p), "llama")
+    w.add_block_count(2)
+    w.add_array("tokenizer.ggml.tokens", ["a", "b", "ĠΩ"])
+    w.add_array("tokenizer.ggml.scores", [0.5, -1.0, 2.0])
+    w.add_bool("tokenizer.ggml.add_bos_token", True)
+    x = np.arange(64, dtype=np.float32).reshape(2, 32)
+    w.add_tensor("blk.0.attn_norm.weight", x)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    g = GGUFFile(p)
+    assert g.arch == "llama" and g.arch_key("block_count") == 2
+    assert g.get("tokenizer.ggml.tokens") == ["a", "b", "ĠΩ"]
+    np.testing.assert_array_equal(g.get("tokenizer.ggml.scores"), [0.5, -1.0, 2.0])
+    assert g.get("tokenizer.ggml.add_bos_token") is True
+    t = g.tensors["blk.0.attn_norm.weight"]
+    assert t.shape == (32, 2)
+    np.testing.assert_array_equal(np.frombuffer(g.raw(t.name), np.float32).reshape(2, 32), x)
+    r = gguf.GGUFReader(p)
+    assert r.tensors[0].data_offset == t.offset
+
+
+def test_gguf_file_errors(tmp_path):
+    with pytest.raises(InventoryError, match="not found"):
+        GGUFFile(tmp_path / "missing.gguf")
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"NOPE" + bytes(40))
+    with pytest.raises(InventoryError, match="bad magic"):
+        GGUFFile(bad)
+
+
+def test_rope_modes():
+    x = torch.randn(1, 1, 5, 8)
+    cos, sin = rope_cos_sin(torch.arange(5), 8, 10000.0)
+    # position 0 is the identity; rotations keep norms
+    for neox in (False, True):
+        y = apply_rope(x, cos, sin, neox)
+        torch.testing.assert_close(y[..., 0, :], x[..., 0, :])
+        torch.testing.assert_close(y.norm(dim=-1), x.norm(dim=-1))
+    # normal mode rotates adjacent pairs, NeoX pairs i and i + n/2
+    perm = torch.tensor([0, 2, 4, 6, 1, 3, 5, 7])
+    y_norm = apply_rope(x, cos, sin, neox=False)
+    y_neox = apply_rope(x[..., perm], cos, sin, neox=True)
+    torch.testing.assert_close(y_norm[..., perm], y_neox)
+
+
+def test_sliding_window_mask():
+    m = causal_mask(6, 3, torch.device("cpu"))
+    assert m[5].tolist() == [False, False, False, True, True, True]
+    assert causal_mask(6, None, torch.device("cpu"))[5].all()
+
+
+def test_activation_rounding():
+    x = torch.randn(3, 256, generator=torch.Generator().manual_seed(0))
+    for t in ("Q8_0", "Q8_1", "Q8_K"):
+        y = ggml_activation_round(x, t)
+        block = 256 if t == "Q8_K" else 32
+        amax = x.reshape(3, -1, block).abs().amax(-1, keepdim=True)
+        err = (y - x).reshape(3, -1, block).abs()
+        assert (err <= amax / 127 * 0.6).all()  # half a step, plus the fp16 scale
+    assert torch.equal(ggml_activation_round(x, None), x)
