@@ -73,28 +73,87 @@ def record_scan(num: Tensor, den: Tensor, val: Tensor, best: Tensor) -> tuple[Te
     ``num``, ``den``, ``val``: ``[B, C]`` in candidate order; ``best``: ``[B]`` the initial
     best. Returns ``(pick [B] int64, -1 where nothing was taken; best [B])``.
 
-    Rather than stepping through all ``C`` candidates, each round jumps every block to its next
-    candidate that beats its current best (the candidates in between could not have been taken:
-    they do not beat it), so the rounds number the most records any block sets.
+    The scan is guessed in one pass: the candidates taken are the strict running maxima of
+    ``val``, each compared against the best before it. Up to the first candidate where ggml's
+    own test (``num > best*den`` with the guessed best) disagrees with the guess, the guess is
+    exact (by induction over the candidates: the sequential scan makes the same decisions from
+    the same state). At that candidate ggml's test decides; the guess restarts after it. Blocks
+    whose guess holds to the end are done; rounding rarely makes more than a round or two.
+    Blocks still unresolved after a few rounds (ties everywhere: constant blocks) finish with
+    the plain sequential loop.
     """
     b, c = num.shape
     dev = num.device
+    ok = den > 0
+    v = torch.where(ok & ~torch.isnan(val), val, torch.full_like(val, float("-inf")))
+    ar = torch.arange(c, device=dev).view(1, -1)
     pick = torch.full((b,), -1, dtype=I64, device=dev)
     best = best.clone()
-    ar = torch.arange(c, device=dev)
-    ok = den > 0
+    start = torch.zeros(b, dtype=I64, device=dev)
     rows = torch.arange(b, device=dev)
+    ninf = torch.full((1, 1), float("-inf"), dtype=F32, device=dev)
+    rounds = 0
     while rows.numel():
-        bs = best[rows].unsqueeze(1)
-        cond = ok[rows] & (num[rows] > bs * den[rows]) & (ar > pick[rows].unsqueeze(1))
-        has = cond.any(dim=1)
-        rows, cond = rows[has], cond[has]
-        if not rows.numel():
+        if rounds == _GUESS_ROUNDS:
+            _record_loop(num, den, val, ok, rows, start, pick, best)
             break
-        nxt = cond.to(U8).argmax(dim=1)
-        pick[rows] = nxt
-        best[rows] = torch.gather(val[rows], 1, nxt.unsqueeze(1)).squeeze(1)
+        rounds += 1
+        n = rows.numel()
+        st = start[rows].view(-1, 1)
+        live = ar >= st
+        vr = torch.where(live, v[rows], ninf)
+        run = torch.cummax(vr, dim=1).values
+        before = torch.cat([ninf.expand(n, 1), run[:, :-1]], dim=1)
+        before = torch.maximum(before, best[rows].view(-1, 1))
+        guess = vr > before
+        taken = ok[rows] & (num[rows] > before * den[rows]) & live
+        bad = guess != taken
+        anybad = bad.any(dim=1)
+        end = torch.where(anybad, bad.to(U8).argmax(dim=1), torch.full_like(st.view(-1), c))
+        # decisions before `end` are the guess's; at `end` (if any) ggml's test decides
+        upto = ar < end.view(-1, 1)
+        last = torch.where(guess & upto, ar, torch.full_like(ar, -1)).max(dim=1).values
+        e = end.clamp(max=c - 1).view(-1, 1)
+        take_e = anybad & torch.gather(taken, 1, e).squeeze(1)
+        last = torch.where(take_e, end, last)
+        pr = pick[rows]
+        pr = torch.where(last >= 0, last, pr)
+        bnew = torch.where(
+            last >= 0,
+            torch.gather(v[rows], 1, last.clamp(min=0).view(-1, 1)).squeeze(1),
+            best[rows],
+        )
+        pick[rows] = pr
+        best[rows] = bnew
+        start[rows] = end + 1
+        rows = rows[anybad]
     return pick, best
+
+
+_GUESS_ROUNDS = 3
+
+
+def _record_loop(
+    num: Tensor,
+    den: Tensor,
+    val: Tensor,
+    ok: Tensor,
+    rows: Tensor,
+    start: Tensor,
+    pick: Tensor,
+    best: Tensor,
+) -> None:
+    """The sequential scan for blocks ``rows`` from their candidates ``start`` on (in place)."""
+    st = start[rows]
+    c0 = int(st.min())
+    nr, dr, vr, okr = num[rows], den[rows], val[rows], ok[rows]
+    bst, pk = best[rows], pick[rows]
+    for c in range(c0, num.shape[1]):
+        take = okr[:, c] & (nr[:, c] > bst * dr[:, c]) & (st <= c)
+        bst = torch.where(take, vr[:, c], bst)
+        pk = torch.where(take, c, pk)
+    best[rows] = bst
+    pick[rows] = pk
 
 
 def _sigma2(x: Tensor, two: bool) -> Tensor:
