@@ -15,4 +15,6 @@ def run(
 
     app = DynqApp(registry=registry, recipe=recipe, target=target, build_root=build_root)
     app.run()
+    for path in app.recovered:
+        print(f"dynq tui: unsaved edits kept in {path} (the recipe file is unchanged)")
     return app.return_code or 0

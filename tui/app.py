@@ -37,6 +37,7 @@ class DynqApp(App):
         self.recipe_path = recipe
         self.start_target = target
         self.build_root = build_root
+        self.recovered: list[Path] = []
 
     def on_mount(self) -> None:
         from tui.screens.registry import RegistryScreen
@@ -106,6 +107,29 @@ class DynqApp(App):
             ),
             answer,
         )
+
+    def _handle_exception(self, error: Exception) -> None:
+        """A crash: keep unsaved edits beside the recipe (the recipe itself is never touched:
+        saves are atomic), then let Textual report the error."""
+        try:
+            self.recovered = self.save_recovery()
+        except Exception:  # never let the rescue hide the original error
+            self.recovered = []
+        super()._handle_exception(error)
+
+    def save_recovery(self) -> list[Path]:
+        """Write each unsaved working copy to ``<recipe>.toml.unsaved``; returns the paths."""
+        from tui.screens.recipe import RecipeScreen
+
+        out: list[Path] = []
+        for screen in self.screen_stack:
+            if isinstance(screen, RecipeScreen) and screen.editor.dirty:
+                path = screen.editor.path.with_name(screen.editor.path.name + ".unsaved")
+                from dynq.fsutil import atomic_write_text
+
+                atomic_write_text(path, screen.editor.text())
+                out.append(path)
+        return out
 
     async def action_quit(self) -> None:
         from tui.screens.recipe import RecipeScreen

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from textual.widgets import Input, OptionList, Static
 
-from dynq.recipe import load_recipe
+from dynq.recipe import load_recipe, parse_recipe
 from tui.app import DynqApp
 from tui.screens.build import BuildScreen
 from tui.screens.compare import CompareScreen
@@ -357,3 +358,24 @@ async def test_build_cancel_leaves_nothing(workdir: Path, recipe_path: Path):
         await pilot.press("escape")
         await pilot.pause()
         assert app.screen is screen
+
+
+async def test_crash_keeps_file_and_unsaved_edits(recipe_path: Path, monkeypatch):
+    before = recipe_path.read_text()
+
+    def boom(self) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(RecipeScreen, "action_undo", boom)
+    app = _app(recipe_path, "mix")
+    with pytest.raises(RuntimeError, match="boom"):
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("plus")
+            await pilot.pause()
+            await pilot.press("u")  # a bug in a handler
+            await pilot.pause()
+    assert recipe_path.read_text() == before
+    unsaved = recipe_path.with_name("tiny.toml.unsaved")
+    assert app.recovered == [unsaved]
+    assert "blk.*.token_embd" not in unsaved.read_text()
+    assert load_recipe(recipe_path).recipe != parse_recipe(unsaved.read_text(), recipe_path)

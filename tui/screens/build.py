@@ -59,14 +59,16 @@ class BuildScreen(ModalScreen[bool]):
     def compose(self) -> ComposeResult:
         name = self.loaded.recipe.name
         with Vertical(classes="dialog build"):
-            yield Static(f"Build {name} / {self.target}", classes="dialog-title")
-            yield Static(f"→ {self.out / f'{name}-{self.target}.gguf'}", id="build-path")
+            yield Static(f"Build {name} / {self.target}", classes="dialog-title", markup=False)
+            yield Static(
+                f"→ {self.out / f'{name}-{self.target}.gguf'}", id="build-path", markup=False
+            )
             yield ProgressBar(total=self.n_tensors, show_eta=False, id="build-bar")
             yield Static("", id="build-status")
             yield Static("", id="build-error", classes="error")
             with Horizontal(classes="buttons"):
-                yield Button("Cancel [esc]", id="cancel", variant="error", compact=True)
-                yield Button("Overwrite [f]", id="force", variant="warning", compact=True)
+                yield Button("Cancel (esc)", id="cancel", variant="error", compact=True)
+                yield Button("Overwrite (f)", id="force", variant="warning", compact=True)
 
     def on_mount(self) -> None:
         from dynq.build import output_path
@@ -76,13 +78,13 @@ class BuildScreen(ModalScreen[bool]):
         if path.exists():
             self._status(f"{path.name} exists: f overwrites it, esc closes", "yellow")
             self.query_one("#force").display = True
-            self.query_one("#cancel", Button).label = "Close [esc]"
+            self.query_one("#cancel", Button).label = "Close (esc)"
             return
         self.start(force=False)
 
     def start(self, force: bool) -> None:
         self.query_one("#force").display = False
-        self.query_one("#cancel", Button).label = "Cancel [esc]"
+        self.query_one("#cancel", Button).label = "Cancel (esc)"
         self.running = True
         self.started = time.monotonic()
         self._status("starting (loading the kernels)…", "")
@@ -145,7 +147,7 @@ class BuildScreen(ModalScreen[bool]):
             bar = self.query_one("#build-bar", ProgressBar)
             bar.update(progress=bar.total or 0)
         self._status(msg.message, "bold green" if msg.ok else "bold red")
-        self.query_one("#cancel", Button).label = "Close [esc]"
+        self.query_one("#cancel", Button).label = "Close (esc)"
 
     def _status(self, text: str, style: str) -> None:
         self.query_one("#build-status", Static).update(Text(text, style=style))

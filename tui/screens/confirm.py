@@ -25,13 +25,13 @@ class ConfirmScreen(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Static(self.title_text, classes="dialog-title")
-            yield Static(self.question, classes="dialog-body")
+            yield Static(self.title_text, classes="dialog-title", markup=False)
+            yield Static(self.question, classes="dialog-body", markup=False)
             with Horizontal(classes="buttons"):
                 for i, (aid, label, key) in enumerate(self.answers):
                     variant = "primary" if i == 0 else "default"
                     yield Button(
-                        f"{label} [{key}]", id=f"answer-{aid}", variant=variant, compact=True
+                        f"{label} ({key})", id=f"answer-{aid}", variant=variant, compact=True
                     )
 
     def on_key(self, event) -> None:

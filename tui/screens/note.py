@@ -26,7 +26,7 @@ class NoteEditor(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog note"):
-            yield Static(f"Note of {self.what}", classes="dialog-title")
+            yield Static(f"Note of {self.what}", classes="dialog-title", markup=False)
             yield Input(
                 value=self.note,
                 placeholder="why this type (empty: no note)",
@@ -35,8 +35,8 @@ class NoteEditor(ModalScreen[str | None]):
             )
             yield Static("", id="note-error", classes="error")
             with Horizontal(classes="buttons"):
-                yield Button("Apply [enter]", id="apply", variant="primary", compact=True)
-                yield Button("Cancel [esc]", id="cancel", compact=True)
+                yield Button("Apply (enter)", id="apply", variant="primary", compact=True)
+                yield Button("Cancel (esc)", id="cancel", compact=True)
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()

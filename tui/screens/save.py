@@ -33,14 +33,14 @@ class SaveScreen(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog save"):
-            yield Static(f"Save {self.editor.path.name}?", classes="dialog-title")
+            yield Static(f"Save {self.editor.path.name}?", classes="dialog-title", markup=False)
             with VerticalScroll(id="diff-scroll"):
                 yield Static("computing the diff…", id="diff")
             yield Static("", id="save-error", classes="error")
             with Horizontal(classes="buttons"):
-                yield Button("Save [ctrl+s]", id="save", variant="primary", compact=True)
-                yield Button("Bump version & save [v]", id="bump", compact=True)
-                yield Button("Cancel [esc]", id="cancel", compact=True)
+                yield Button("Save (ctrl+s)", id="save", variant="primary", compact=True)
+                yield Button("Bump version & save (v)", id="bump", compact=True)
+                yield Button("Cancel (esc)", id="cancel", compact=True)
 
     def on_mount(self) -> None:
         self.query_one("#bump").display = False

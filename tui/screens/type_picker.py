@@ -63,7 +63,7 @@ class TypePicker(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog picker"):
-            yield Static(f"Set type: {self.what}", classes="dialog-title")
+            yield Static(f"Set type: {self.what}", classes="dialog-title", markup=False)
             yield OptionList(*type_options(self.current), id="types", compact=True)
             with RadioSet(id="scope", compact=True):
                 yield RadioButton("exactly these tensors", value=True, id="scope-tensors")
@@ -79,8 +79,8 @@ class TypePicker(ModalScreen[str | None]):
                 yield Input(placeholder="why (kept in the recipe)", id="note", compact=True)
             yield Static("", id="picker-error", classes="error")
             with Horizontal(classes="buttons"):
-                yield Button("Apply [ctrl+s]", id="apply", variant="primary", compact=True)
-                yield Button("Cancel [esc]", id="cancel", compact=True)
+                yield Button("Apply (ctrl+s)", id="apply", variant="primary", compact=True)
+                yield Button("Cancel (esc)", id="cancel", compact=True)
 
     def on_mount(self) -> None:
         ol = self.query_one("#types", OptionList)

@@ -44,12 +44,15 @@ class SummaryPanel(Static):
         t = Text(no_wrap=compact, overflow="ellipsis")
         t.append(fmt_size(s.size), style="bold")
         t.append(f"  {s.bpw:.3f} bpw", style="bold")
+        sep = "  " if compact else "\n"
         if s.size_delta:
             style = "red" if s.size_delta > 0 else "green"
-            sep = "  " if compact else "\n"
             t.append(f"{sep}{_delta(s.size_delta)} ({s.bpw_delta:+.3f} bpw) unsaved", style=style)
-        sep = "  " if compact else "\n"
-        t.append(f"{sep}{s.tensors} tensors, {s.fallbacks} fallbacks", style="dim")
+        if compact:
+            if s.fallbacks:
+                t.append(f"  {s.fallbacks} fallbacks", style="dim")
+        else:
+            t.append(f"\n{s.tensors} tensors, {s.fallbacks} fallbacks", style="dim")
         if compact:
             t.append("\n")
             width = max(self.size.width - 2, 20)
