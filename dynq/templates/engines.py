@@ -141,8 +141,8 @@ JINJA = Engine(
         "abs": Args(0, 0, cite=_J_NUM),
     },
     filters={
-        "default": Args(0, 2, cite="value.cpp:894 (strings), 608 (numbers), 1358 (none)"),
-        "d": Args(0, 2, cite="runtime.cpp:323-333 (alias of default)"),
+        "default": Args(1, 2, cite="value.cpp:366-367 (ensure_count(2, 3) with the input)"),
+        "d": Args(1, 2, cite="runtime.cpp:323-333 (alias of default)"),
         "upper": Args(0, 0, cite="value.cpp:672"),
         "lower": Args(0, 0, cite="value.cpp:677"),
         "strip": Args(0, 1, cite="value.cpp:682"),

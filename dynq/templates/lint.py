@@ -329,6 +329,16 @@ class Linter:
                     severity="info" if false else "error",
                     code="not-implemented",
                 )
+            if name in ("selectattr", "rejectattr") and n_pos == 2:
+                self.add(
+                    node,
+                    pat,
+                    e,
+                    f"{name}(attribute, test) is read as {name}(test, value): the attribute "
+                    "name is taken for a test (value.cpp:314-330)",
+                    "loop with `{% if item[attribute] is test %}` instead",
+                    code="semantics",
+                )
             if name == "map" and n_pos > 0:
                 self.add(
                     node,

@@ -248,6 +248,9 @@ class SandboxEnvironment(ImmutableSandboxedEnvironment):
             **{_ITER: self._iter, _CONCAT: self._concat},
         )
         self.filters["tojson"] = _tojson
+        # |safe is a no-op in llama.cpp's engines (value.cpp:941, minja.hpp:2853); jinja2's
+        # Markup would HTML-escape whatever is concatenated to it
+        self.filters["safe"] = str
         self.filters = {name: self._guard_filter(name, f) for name, f in self.filters.items()}
 
     # -- the budget of the render in progress (per thread) --------------------------------
