@@ -119,7 +119,10 @@ class Filter:
             return False
         if self.types and t.type.key not in self.types:
             return False
-        if self.rules and not any(r in t.rule.lower() for r in self.rules):
+        if self.rules and not any(
+            r in t.rule.lower() or (r == "stock" and t.rule.startswith("llama.cpp:"))
+            for r in self.rules
+        ):
             return False
         if self.fallback and t.fallback_from is None:
             return False

@@ -167,6 +167,7 @@ def test_filter_language(recipe_path: Path):
     assert names("blk.0.*norm") == ["blk.0.attn_norm.weight", "blk.0.ffn_norm.weight"]
     assert names("rule:targets.mix.rules[1]") == ["blk.1.ffn_down.weight"]
     assert names("token") == ["token_embd.weight"]
+    assert len(names("rule:stock")) == 0 and len(names("rule:base")) == 11
     with pytest.raises(FilterError):
         parse_filter("layer:x")
     with pytest.raises(FilterError):
