@@ -13,6 +13,8 @@ Tensors are processed in chunks of whole rows, so memory stays bounded for any t
 
 from __future__ import annotations
 
+import threading
+import warnings
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -67,6 +69,14 @@ def _device(device: str | torch.device | None, x: Any) -> torch.device:
     return dev
 
 
+def _from_numpy(a: np.ndarray) -> torch.Tensor:
+    """``torch.from_numpy`` without a copy, read-only arrays (memory-mapped GGUF data) too:
+    dynq only reads its inputs, so torch's warning about non-writable arrays does not apply."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.from_numpy(a)
+
+
 def _as_tensor(a: Any, what: str) -> torch.Tensor:
     if isinstance(a, torch.Tensor):
         t = a.detach()
@@ -74,21 +84,34 @@ def _as_tensor(a: Any, what: str) -> torch.Tensor:
         arr = np.asarray(a)
         if arr.dtype.kind not in "fiu":
             raise KernelError(f"{what}: expected a float array, got dtype {arr.dtype}")
-        t = torch.from_numpy(np.ascontiguousarray(arr))
+        t = _from_numpy(np.ascontiguousarray(arr))
     if not (t.is_floating_point() or t.dtype in (torch.int8, torch.int16, torch.int32)):
         raise KernelError(f"{what}: expected a float array, got dtype {t.dtype}")
     return t
 
 
+_threads_lock = threading.Lock()
+_threads_users = 0
+_threads_saved = 1
+
+
 @contextmanager
 def _single_threaded_ops() -> Iterator[None]:
-    """torch intra-op threads set to 1 for the duration (restored after)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
+    """torch intra-op threads set to 1 while any quantize() runs its chunk threads (restored by
+    the last one out, so concurrent calls do not leave torch single-threaded)."""
+    global _threads_users, _threads_saved
+    with _threads_lock:
+        if _threads_users == 0:
+            _threads_saved = torch.get_num_threads()
+            torch.set_num_threads(1)
+        _threads_users += 1
     try:
         yield
     finally:
-        torch.set_num_threads(n)
+        with _threads_lock:
+            _threads_users -= 1
+            if _threads_users == 0:
+                torch.set_num_threads(_threads_saved)
 
 
 def _chunk_rows(kernel: type[Kernel], n: int, dev: torch.device) -> int:
@@ -153,7 +176,11 @@ def quantize(
         out[r0 * row_bytes : r1 * row_bytes] = q.reshape(-1).cpu().numpy()
 
     starts = range(0, rows, step)
-    workers = min(torch.get_num_threads(), len(starts)) if dev.type == "cpu" else 1
+    workers = 1
+    if dev.type == "cpu":
+        with _threads_lock:
+            threads = _threads_saved if _threads_users else torch.get_num_threads()
+        workers = min(threads, len(starts))
     if workers <= 1:
         for r0 in starts:
             job(r0)
@@ -189,7 +216,7 @@ def dequantize(
     elif isinstance(data, torch.Tensor):
         raw = data.detach().reshape(-1).cpu().contiguous().view(torch.uint8)
     else:
-        raw = torch.from_numpy(np.ascontiguousarray(np.asarray(data)).reshape(-1).view(np.uint8))
+        raw = _from_numpy(np.ascontiguousarray(np.asarray(data)).reshape(-1).view(np.uint8))
     rows = 1
     for s in shape[1:]:
         rows *= s

@@ -6,6 +6,8 @@ neighbour searches; they are meant to be added here as further :class:`BlockKern
 
 from __future__ import annotations
 
+from functools import cache
+
 import torch
 from torch import Tensor
 
@@ -36,6 +38,7 @@ def _kv(like: Tensor) -> Tensor:
     return torch.tensor(KVALUES_IQ4NL, dtype=F32, device=like.device)
 
 
+@cache
 def _tables(device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
     """For ``floor(v)`` in ``[-130, 130]`` (offset by 130): ``mu`` = the index of the first value
     above it (clamped to ``1..15``), and the values ``kv[mu-1]``, ``kv[mu]`` around it.

@@ -24,6 +24,11 @@ __all__ = ["KVALUES_MXFP4", "MXFP4", "Q1_0"]
 KVALUES_MXFP4 = (0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12)
 
 
+#: index among (0, 1, 2, 3, 4, 6, 8, 12) nearest to a = |x|/d, ties down, by c = ceil(2a):
+#: the number of midpoints (0.5, 1.5, 2.5, 3.5, 5, 7, 10) below a, i.e. with 2*mid < c
+_MAG_LUT = torch.tensor([sum(1 for m2 in (1, 3, 5, 7, 10, 14, 20) if m2 < c) for c in range(26)])
+
+
 def e8m0_to_fp32_half(e: Tensor) -> Tensor:
     """ggml's ``GGML_E8M0_TO_FP32_HALF``: ``2**(e - 128)`` including the two subnormals."""
     e = e.to(I32)
@@ -42,13 +47,17 @@ class MXFP4(BlockKernel, qtype="mxfp4"):
 
     @classmethod
     def quantize_blocks(cls, x: Tensor, w: Tensor | None) -> Tensor:
-        kv = torch.tensor(KVALUES_MXFP4, dtype=F32, device=x.device)
-        amax = x.abs().max(dim=1, keepdim=True).values
+        ax = x.abs()
+        amax = ax.max(dim=1, keepdim=True).values
         lg = torch.floor(torch.log2(amax.to(torch.float64)).to(F32))
         e = torch.where(amax > 0, (lg - 2 + 127).to(I32) & 0xFF, torch.zeros_like(lg, dtype=I32))
-        d = e8m0_to_fp32_half(e)  # [B, 1]
-        err = (kv.view(1, 1, 16) * d.unsqueeze(2) - x.unsqueeze(2)).abs()  # [B, 32, 16]
-        idx = err.argmin(dim=2)  # first of equal errors, as the strict '<' scan
+        d = e8m0_to_fp32_half(e)  # [B, 1], a power of two
+        # best_index_mxfp4 scans the 16 values for the first smallest |kv*d - x|. Near a decision
+        # boundary both differences are exact (Sterbenz), so this is nearest-value on |x|/d
+        # (exact: d is a power of two) with ties to the smaller magnitude, then the sign half.
+        c = torch.ceil(ax.div_(d).mul_(2)).clamp_(max=25).long()  # a in ((c-1)/2, c/2]
+        m = _MAG_LUT.to(x.device).index_select(0, c.view(-1)).view(c.shape)
+        idx = m + 8 * ((x < 0) & (m > 0)).long()
         return torch.cat([e.to(U8), pack_nibbles(idx[:, :16], idx[:, 16:])], dim=1)
 
     @classmethod
