@@ -225,7 +225,6 @@ def make_qp_quants(x: Tensor, nmax: int, w: Tensor) -> tuple[Tensor, Tensor]:
 
     ``x``, ``w``: ``[B, n]``. Returns ``(scale [B], L [B, n] int32)``.
     """
-    b, n = x.shape
     mx = x.max(dim=1).values.clamp(min=0)
     zero = mx < f32(GROUP_MAX_EPS, x)
     xt = x.t().contiguous()  # [n, B]
@@ -251,25 +250,7 @@ def make_qp_quants(x: Tensor, nmax: int, w: Tensor) -> tuple[Tensor, Tensor]:
     wx = wt * xt
     sumlx = seq_sum(wx * lf)
     suml2 = seq_sum(wt * lf * lf)
-    for _ in range(5):
-        changed = torch.zeros(b, dtype=torch.bool, device=x.device)
-        for i in range(n):
-            wi, wxi, xi, li = wt[i], wx[i], xt[i], Lf[i]
-            slx = sumlx - wxi * li
-            sl2 = suml2 - wi * li * li
-            ok = (slx > 0) & (sl2 > 0)
-            new_i = nearest_int(xi * sl2 / slx).clamp_(max=nmax)
-            new_l = new_i.to(F32)
-            ok &= new_l != li
-            slx = slx + wxi * new_l
-            sl2 = sl2 + wi * new_l * new_l
-            ok &= slx * slx * suml2 > sumlx * sumlx * sl2
-            Lf[i] = torch.where(ok, (new_i & 0xFF).to(F32), li)
-            sumlx = torch.where(ok, slx, sumlx)
-            suml2 = torch.where(ok, sl2, suml2)
-            changed |= ok
-        if not bool(changed.any()):
-            break
+    Lf, sumlx, suml2 = _descend(xt, wt, wx, Lf, sumlx, suml2, None, nmax, qp=True)
     scale = torch.where(suml2 > 0, sumlx / suml2, torch.zeros_like(sumlx))
     L = Lf.to(I32).t()
     L = torch.where(zero.unsqueeze(1), torch.zeros_like(L), L)
@@ -282,7 +263,6 @@ def make_q3_quants(x: Tensor, nmax: int) -> tuple[Tensor, Tensor]:
 
     Returns ``(scale [B], L [B, n] int32 in [0, 2*nmax))``, L all zero for an all-zero group.
     """
-    b, n = x.shape
     amax, mx = first_abs_max(x)
     zero = (amax < f32(GROUP_MAX_EPS, x)).squeeze(1)
     iscale = rdiv(-nmax, mx)  # [B, 1]
@@ -292,26 +272,69 @@ def make_q3_quants(x: Tensor, nmax: int) -> tuple[Tensor, Tensor]:
     wx = wt * xt
     sumlx = seq_sum(wx * Lf)
     suml2 = seq_sum(wt * Lf * Lf)
-    for _ in range(5):
-        changed = torch.zeros(b, dtype=torch.bool, device=x.device)
-        for i in range(n):
-            wi, wxi, xi, li = wt[i], wx[i], xt[i], Lf[i]
-            slx = sumlx - wxi * li
-            ok = slx > 0
-            sl2 = suml2 - wi * li * li
-            new_l = nearest_int(xi * sl2 / slx).clamp_(-nmax, nmax - 1).to(F32)
-            ok &= new_l != li
-            slx = slx + wxi * new_l
-            sl2 = sl2 + wi * new_l * new_l
-            ok &= (sl2 > 0) & (slx * slx * suml2 > sumlx * sumlx * sl2)
-            Lf[i] = torch.where(ok, new_l, li)
-            sumlx = torch.where(ok, slx, sumlx)
-            suml2 = torch.where(ok, sl2, suml2)
-            changed |= ok
-        if not bool(changed.any()):
-            break
+    Lf, sumlx, suml2 = _descend(xt, wt, wx, Lf, sumlx, suml2, -nmax, nmax - 1, qp=False)
     scale = torch.where(suml2 > 0, sumlx / suml2, torch.zeros_like(sumlx))
     L = Lf.to(I32).t() + nmax
     L = torch.where(zero.unsqueeze(1), torch.zeros_like(L), L)
     scale = torch.where(zero, torch.zeros_like(scale), scale)
     return scale, L
+
+
+def _descend(
+    xt: Tensor,
+    wt: Tensor,
+    wx: Tensor,
+    Lf: Tensor,
+    sumlx: Tensor,
+    suml2: Tensor,
+    lo: int | None,
+    hi: int,
+    qp: bool,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The ``for (itry < 5)`` refinement of ``make_q3_quants`` (``qp`` False) and
+    ``make_qp_quants`` (``qp`` True): for each element in turn, move its level to
+    ``nearest_int(x*sl2/slx)`` if that raises ``sumlx²/suml2``.
+
+    ``[n, B]`` tensors ``xt``, ``wt``, ``wx`` (= w*x), levels ``Lf`` (float); ``[B]`` sums.
+    A group whose pass changed nothing is final (the next pass would see the same state), so
+    each pass runs only on the groups the previous one changed.
+    """
+    n = xt.shape[0]
+    Lf = Lf.clone()
+    idx = None  # all groups
+    for _ in range(5):
+        if idx is None:
+            X, W, WX, L, sx, s2 = xt, wt, wx, Lf, sumlx, suml2
+        else:
+            X, W, WX = xt[:, idx], wt[:, idx], wx[:, idx]
+            L, sx, s2 = Lf[:, idx], sumlx[idx], suml2[idx]
+        changed = torch.zeros(X.shape[1], dtype=torch.bool, device=xt.device)
+        for i in range(n):
+            wi, wxi, xi, li = W[i], WX[i], X[i], L[i]
+            slx = sx - wxi * li
+            sl2 = s2 - wi * li * li
+            ok = (slx > 0) & (sl2 > 0) if qp else slx > 0
+            new_i = nearest_int(xi * sl2 / slx).clamp_(min=lo, max=hi)
+            new_l = new_i.to(F32)
+            ok &= new_l != li
+            slx = slx + wxi * new_l
+            sl2 = sl2 + wi * new_l * new_l
+            if not qp:
+                ok &= sl2 > 0
+            ok &= slx * slx * s2 > sx * sx * sl2
+            stored = (new_i & 0xFF).to(F32) if qp else new_l  # qp's L[] is uint8_t
+            L[i] = torch.where(ok, stored, li)
+            sx = torch.where(ok, slx, sx)
+            s2 = torch.where(ok, sl2, s2)
+            changed |= ok
+        if idx is None:
+            sumlx, suml2 = sx, s2
+            idx = changed.nonzero().squeeze(1)
+        else:
+            Lf[:, idx] = L
+            sumlx = sumlx.index_copy(0, idx, sx)
+            suml2 = suml2.index_copy(0, idx, s2)
+            idx = idx[changed]
+        if idx.numel() == 0:
+            break
+    return Lf, sumlx, suml2
