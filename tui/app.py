@@ -19,7 +19,6 @@ class DynqApp(App):
     CSS_PATH = "app.tcss"
     TITLE = "dynq"
     ENABLE_COMMAND_PALETTE = False
-    HORIZONTAL_BREAKPOINTS: ClassVar[list[tuple[int, str]]] = [(0, "-narrow"), (110, "-wide")]
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("question_mark,f1", "help", "Help", key_display="?"),
         Binding("ctrl+q", "quit", "Quit", show=False),
@@ -57,6 +56,7 @@ class DynqApp(App):
         try:
             editor = Editor.open(path)
             screen = RecipeScreen(editor, target, self.build_root)
+            editor.plan(screen.target)  # a recipe that does not plan shows its error here
         except DynqError as e:
             self.notify(str(e), title="cannot open", severity="error", timeout=10)
             if not (self.registry and self.registry.is_dir()):

@@ -379,3 +379,77 @@ async def test_crash_keeps_file_and_unsaved_edits(recipe_path: Path, monkeypatch
     assert app.recovered == [unsaved]
     assert "blk.*.token_embd" not in unsaved.read_text()
     assert load_recipe(recipe_path).recipe != parse_recipe(unsaved.read_text(), recipe_path)
+
+
+async def test_importance_column_from_imatrix(workdir: Path, recipe_path: Path):
+    import numpy as np
+
+    from dynq.imatrix_file import Imatrix, save_imatrix
+
+    sums = {"blk.0.ffn_down.weight": np.full((1, 512), 8.0, np.float32)}
+    counts = {"blk.0.ffn_down.weight": np.array([4])}
+    out = workdir / "build" / "tiny"
+    out.mkdir(parents=True)
+    save_imatrix(out / "tiny.imatrix.gguf", Imatrix(sums, counts, ["cal.txt"], 4, 16))
+    app = _app(recipe_path, "mix")
+    async with app.run_test(size=SIZE) as pilot:
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        table = app.screen.query_one("#table", TensorTable)
+        assert "imp" in [k for k, _ in table.columns]
+        assert app.screen.importance == {"blk.0.ffn_down.weight": 2.0}
+        i = 1 + [k for k, _ in table.columns].index("imp")
+        assert table._cells["blk.0.ffn_down.weight"][i][0] == "2"
+        assert table._cells["blk.0.ffn_up.weight"][i][0] == "—"
+
+
+async def test_no_importance_column_without_imatrix(recipe_path: Path):
+    app = _app(recipe_path, "mix")
+    async with app.run_test(size=SIZE):
+        table = app.screen.query_one("#table", TensorTable)
+        assert "imp" not in [k for k, _ in table.columns]
+
+
+async def test_mouse_header_sort_and_row_click(recipe_path: Path):
+    app = _app(recipe_path, "mix")
+    async with app.run_test(size=SIZE) as pilot:
+        screen = app.screen
+        table = screen.query_one("#table", TensorTable)
+        x = 2 + table.widths[1] + 1  # the "type" header
+        await pilot.click("#table", offset=(x, 0))
+        await pilot.pause()
+        assert screen.sort_column == "type"
+        await pilot.click("#table", offset=(3, 3))
+        await pilot.pause()
+        assert table.cursor == 2
+        await pilot.click("#table", offset=(3, 3), times=2)  # double click: the type picker
+        await pilot.pause()
+        assert isinstance(app.screen, TypePicker)
+
+
+async def test_target_picker_key(recipe_path: Path):
+    app = _app(recipe_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("t")
+        await pilot.pause()
+        assert app.screen.query_one("#target").expanded
+        await pilot.press("down", "enter")
+        await pilot.pause()
+        assert app.screen.target == "mix"
+
+
+async def test_recipe_that_does_not_plan_shows_its_error(workdir: Path, recipe_path: Path):
+    bad = recipe_path.with_name("bad.toml")
+    bad.write_text(
+        recipe_path.read_text()
+        .replace('name = "tiny"', 'name = "bad"')
+        .replace('match = "blk.*.attn_v.weight"', 'match = "blk.*.atn_v.weight"')
+    )
+    app = _app(bad, "mix")
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        assert isinstance(app.screen, RegistryScreen)
+        assert any(
+            "matches no tensor" in n.message and "did you mean 'blk.*.attn_v.weight'" in n.message
+            for n in app._notifications
+        )

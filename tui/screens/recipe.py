@@ -31,6 +31,8 @@ from tui.widgets.layer_map import LayerMapView
 from tui.widgets.summary import SummaryPanel
 from tui.widgets.tensor_table import HeaderClicked, RowChosen, TensorTable
 
+NARROW = 110  # below this width the summary goes under the table
+
 SORTABLE = ["name", "layer", "kind", "type", "bpw", "mb", "params", "rule", "imp"]
 
 
@@ -95,7 +97,7 @@ class RecipeScreen(Screen):
                 id="target",
             )
             yield Static("", id="dirty")
-        with Horizontal(id="body"):
+        with Horizontal(id="body", classes="narrow" if self.app.size.width < NARROW else ""):
             with Vertical(id="main"):
                 yield Input(placeholder=f"filter — {FILTER_HELP}", id="filter")
                 with TabbedContent(id="tabs", initial="tensors"):
@@ -150,6 +152,9 @@ class RecipeScreen(Screen):
         self.importance = imp
         self._stale.add("tensors")
         self._redraw_tab(self.active_tab)
+
+    def on_resize(self, event) -> None:
+        self.query_one("#body").set_class(event.size.width < NARROW, "narrow")
 
     # -- drawing ---------------------------------------------------------------------------
     @property
@@ -415,6 +420,12 @@ class RecipeScreen(Screen):
         self.query_one("#table", TensorTable).focus()
 
     def set_target(self, target: str) -> None:
+        try:
+            self.editor.plan(target)
+        except DynqError as e:
+            self.status(str(e), "bold red")
+            self.query_one("#target", Select).value = self.target
+            return
         self.target = target
         self.query_one("#table", TensorTable).clear_marks()
         sel = self.query_one("#target", Select)
