@@ -109,6 +109,30 @@ class _Locator:
         return line, col
 
 
+def _matching_paren(source: str, open_idx: int) -> int | None:
+    """Index of the ')' closing the '(' at ``open_idx`` (quotes skipped), or None."""
+    depth = 0
+    quote = ""
+    i = open_idx
+    while i < len(source):
+        ch = source[i]
+        if quote:
+            if ch == "\\":
+                i += 1
+            elif ch == quote:
+                quote = ""
+        elif ch in "'\"":
+            quote = ch
+        elif ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+            if depth == 0:
+                return i
+        i += 1
+    return None
+
+
 def _walk(node: nodes.Node) -> Iterator[nodes.Node]:
     yield node
     for child in node.iter_child_nodes():
@@ -144,6 +168,7 @@ class Linter:
         self.engines = [ENGINES[e] for e in engines]
         self.loc = _Locator(source)
         self.findings: list[Finding] = []
+        self._postfix_cursor: dict[str, int] = {}
 
     def add(
         self,
@@ -479,6 +504,7 @@ class Linter:
                 )
 
     def _Getattr(self, node: nodes.Getattr) -> None:
+        self._postfix_on_call(node)
         if node.attr.startswith("_"):
             self.add(
                 node,
@@ -510,7 +536,46 @@ class Linter:
                         code="loop",
                     )
 
+    def _postfix_on_call(self, node: nodes.Getattr | nodes.Getitem) -> None:
+        """minja parses '.x', '[i]' after names, literals and method calls, but not after a
+        function or macro call: ``f(x).strip()`` fails, ``(f(x)).strip()`` works
+        (minja.hpp:2193-2250: the call is parsed after the postfix loop)."""
+        call = node.node
+        if not (isinstance(call, nodes.Call) and isinstance(call.node, nodes.Name)):
+            return
+        minja = next((e for e in self.engines if e.name == "minja"), None)
+        if minja is None:
+            return
+        name = call.node.name
+        # the first unwrapped call of this name at or after the node's line
+        pat = re.compile(rf"\b{re.escape(name)}\s*\(")
+        first = self.loc.line_starts[min(max(call.lineno, 1), len(self.loc.line_starts)) - 1]
+        pos = max(first, self._postfix_cursor.get(name, 0))
+        for m in pat.finditer(self.source, pos):
+            end = _matching_paren(self.source, m.end() - 1)
+            rest = self.source[end + 1 :].lstrip() if end is not None else ""
+            if rest[:1] in (".", "["):
+                break
+        else:
+            return  # wrapped in parentheses: (f(x)).y parses
+        self._postfix_cursor[name] = m.end()
+        line = self.source.count("\n", 0, m.start()) + 1
+        col = m.start() - self.loc.line_starts[line - 1] + 1
+        self.findings.append(
+            Finding(
+                "error",
+                line,
+                col,
+                minja.name,
+                f"'{rest[:1]}' right after the call {name}(...) does not parse "
+                "(minja.hpp:2193-2250: nothing may follow a function call)",
+                f"wrap the call in parentheses: ({name}(...)){rest[:1]}…",
+                "syntax",
+            )
+        )
+
     def _Getitem(self, node: nodes.Getitem) -> None:
+        self._postfix_on_call(node)
         key = _const_str(node.arg)
         if key is not None and key.startswith("_"):
             self.add(
