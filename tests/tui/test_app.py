@@ -18,6 +18,7 @@ from tui.screens.note import NoteEditor
 from tui.screens.recipe import RecipeScreen
 from tui.screens.registry import RegistryScreen
 from tui.screens.save import SaveScreen
+from tui.screens.target_picker import TargetPicker
 from tui.screens.type_picker import TypePicker
 from tui.widgets.layer_map import LayerMapView
 from tui.widgets.tensor_table import TensorTable
@@ -430,12 +431,19 @@ async def test_mouse_header_sort_and_row_click(recipe_path: Path):
 async def test_target_picker_key(recipe_path: Path):
     app = _app(recipe_path)
     async with app.run_test(size=SIZE) as pilot:
+        screen = app.screen
         await pilot.press("t")
         await pilot.pause()
-        assert app.screen.query_one("#target").expanded
+        assert isinstance(app.screen, TargetPicker)
         await pilot.press("down", "enter")
         await pilot.pause()
-        assert app.screen.target == "mix"
+        assert app.screen is screen and screen.target == "mix"
+        await pilot.click("#target")
+        await pilot.pause()
+        assert isinstance(app.screen, TargetPicker)
+        await pilot.press("escape")
+        await pilot.pause()
+        assert screen.target == "mix"
 
 
 async def test_recipe_that_does_not_plan_shows_its_error(workdir: Path, recipe_path: Path):

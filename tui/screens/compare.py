@@ -11,11 +11,12 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import DataTable, Static
 
 from dynq.errors import DynqError
 from tui.editor import Editor
 from tui.model import ComparePoint, fmt_eval, fmt_size, pareto_front, read_eval
+from tui.widgets.key_footer import KeyFooter
 from tui.widgets.pareto_chart import ParetoChart
 
 
@@ -44,7 +45,7 @@ class CompareScreen(Screen[str | None]):
             )
             yield DataTable(id="compare-table", cursor_type="row", zebra_stripes=True)
             yield ParetoChart(id="chart")
-        yield Footer(compact=True)
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         table = self.query_one("#compare-table", DataTable)

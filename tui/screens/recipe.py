@@ -6,12 +6,12 @@ from pathlib import Path
 from typing import ClassVar
 
 from rich.text import Text
-from textual import on, work
+from textual import events, on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, ScrollableContainer, Vertical
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Input, Select, Static, TabbedContent, TabPane
+from textual.widgets import DataTable, Input, Static, TabbedContent, TabPane
 
 from dynq.errors import DynqError
 from dynq.plan import Plan
@@ -27,6 +27,7 @@ from tui.model import (
     short_kind,
     summarize,
 )
+from tui.widgets.key_footer import KeyFooter
 from tui.widgets.layer_map import LayerMapView
 from tui.widgets.summary import SummaryPanel
 from tui.widgets.tensor_table import HeaderClicked, RowChosen, TensorTable
@@ -89,13 +90,7 @@ class RecipeScreen(Screen):
                 Text.assemble((r.name, "bold"), f" {r.version} · {r.model.arch} · "),
                 id="recipe-title",
             )
-            yield Select(
-                [(t, t) for t in self.editor.targets],
-                value=self.target,
-                allow_blank=False,
-                compact=True,
-                id="target",
-            )
+            yield Static(self._target_label(), id="target")
             yield Static("", id="dirty")
         with Horizontal(id="body", classes="narrow" if self.app.size.width < NARROW else ""):
             with Vertical(id="main"):
@@ -111,7 +106,10 @@ class RecipeScreen(Screen):
                         yield DataTable(id="rules-table", cursor_type="row", zebra_stripes=True)
                 yield Static("", id="status")
             yield SummaryPanel(id="summary")
-        yield Footer(compact=True)
+        yield KeyFooter()
+
+    def _target_label(self) -> Text:
+        return Text.assemble(("target ", "dim"), (f" {self.target} ▾ ", "bold reverse"))
 
     def on_mount(self) -> None:
         rt = self.query_one("#rules-table", DataTable)
@@ -403,34 +401,35 @@ class RecipeScreen(Screen):
         self.query_one("#table", TensorTable).focus()
 
     def action_choose_target(self) -> None:
-        sel = self.query_one("#target", Select)
-        sel.focus()
-        sel.action_show_overlay()
+        from tui.screens.target_picker import TargetPicker
+
+        targets = [
+            (name, t.mix or f"base {t.base}") for name, t in self.editor.recipe.targets.items()
+        ]
+
+        def chosen(target: str | None) -> None:
+            if target and target != self.target:
+                self.set_target(target)
+
+        self.app.push_screen(TargetPicker(targets, self.target), chosen)
 
     def action_next_target(self, step: int) -> None:
         targets = self.editor.targets
-        i = (targets.index(self.target) + step) % len(targets)
-        self.query_one("#target", Select).value = targets[i]
+        self.set_target(targets[(targets.index(self.target) + step) % len(targets)])
 
-    @on(Select.Changed, "#target")
-    def target_changed(self, event: Select.Changed) -> None:
-        if event.value is Select.BLANK or event.value == self.target:
-            return
-        self.set_target(str(event.value))
-        self.query_one("#table", TensorTable).focus()
+    @on(events.Click, "#target")
+    def target_clicked(self) -> None:
+        self.action_choose_target()
 
     def set_target(self, target: str) -> None:
         try:
             self.editor.plan(target)
         except DynqError as e:
             self.status(str(e), "bold red")
-            self.query_one("#target", Select).value = self.target
             return
         self.target = target
         self.query_one("#table", TensorTable).clear_marks()
-        sel = self.query_one("#target", Select)
-        if sel.value != target:
-            sel.value = target
+        self.query_one("#target", Static).update(self._target_label())
         self.redraw()
         self.status(f"target {target}", "dim")
 

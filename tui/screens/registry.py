@@ -12,9 +12,10 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import DataTable, Static
 
 from tui.model import RecipeEntry, fmt_size, scan_registry
+from tui.widgets.key_footer import KeyFooter
 
 
 class RegistryScreen(Screen):
@@ -38,7 +39,7 @@ class RegistryScreen(Screen):
             )
             yield DataTable(id="recipes", cursor_type="row", zebra_stripes=True)
             yield Static("", id="detail")
-        yield Footer(compact=True)
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         table = self.query_one("#recipes", DataTable)
