@@ -31,13 +31,13 @@ DEFAULT_TYPES = (
 )
 
 
-def best_time(fn, repeat: int) -> float:
+def best_time(fn, repeat: int, clock=time.perf_counter) -> float:
     fn()  # warm-up
     best = float("inf")
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        t0 = clock()
         fn()
-        best = min(best, time.perf_counter() - t0)
+        best = min(best, clock() - t0)
     return best
 
 
@@ -50,7 +50,18 @@ def main() -> None:
     ap.add_argument("--cols", type=int, default=2048)
     ap.add_argument("--threads", type=int, default=2, help="ggml threads")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument(
+        "--cpu-time",
+        action="store_true",
+        help="one thread each (ggml and torch), timed by process CPU time: a per-core comparison "
+        "that a busy machine distorts less than wall-clock time",
+    )
     args = ap.parse_args()
+    clock = time.perf_counter
+    if args.cpu_time:
+        args.threads = 1
+        torch.set_num_threads(1)
+        clock = time.process_time
     if not args.libggml:
         raise SystemExit("pass --libggml or set DYNQ_LIBGGML")
     g = load(args.libggml)
@@ -63,6 +74,7 @@ def main() -> None:
         f"# {args.rows}x{args.cols} float32 ({mb:.1f} MB), dynq on {args.device} "
         f"(torch {torch.__version__}, {torch.get_num_threads()} threads), "
         f"ggml {args.threads} threads, best of {args.repeat}"
+        + (", process CPU time" if args.cpu_time else ", wall-clock time")
     )
     print(
         f"{'type':8s} {'imatrix':7s} {'ggml MB/s':>10s} {'dynq MB/s':>10s} {'dynq/ggml':>9s}  same"
@@ -72,10 +84,12 @@ def main() -> None:
             ref = g.quantize(x, t, im, threads=args.threads)
             ours = kernels.quantize(xin, t, im, device=args.device)
             tg = best_time(
-                lambda t=t, im=im: g.quantize(x, t, im, threads=args.threads), args.repeat
+                lambda t=t, im=im: g.quantize(x, t, im, threads=args.threads), args.repeat, clock
             )
             td = best_time(
-                lambda t=t, im=im: kernels.quantize(xin, t, im, device=args.device), args.repeat
+                lambda t=t, im=im: kernels.quantize(xin, t, im, device=args.device),
+                args.repeat,
+                clock,
             )
             same = "yes" if np.array_equal(ref, ours) else "NO"
             print(
