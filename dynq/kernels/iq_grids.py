@@ -103,6 +103,18 @@ class Lattice:
                 "nb_start": torch.from_numpy(self.nb_start).to(device),
                 "nb_count": torch.from_numpy(self.nb_count).to(device),
                 "nb_list": torch.from_numpy(self.nb_list).to(device),
+                "nb_start32": torch.from_numpy(self.nb_start).to(device=device, dtype=torch.int32),
+                "nb_count32": torch.from_numpy(self.nb_count).to(device=device, dtype=torch.int32),
+                "nb_list32": torch.from_numpy(self.nb_list).to(device=device, dtype=torch.int32),
+                # for the neighbour searches: the odd integers 2l+1 of the levels, and for each
+                # entry of nb_list its offsets i*reach + l_i into a per-group [g, reach] table
+                "lvals": torch.arange(1, 2 * self.reach, 2, dtype=torch.float32, device=device),
+                "nb_toff32": torch.from_numpy(
+                    np.ascontiguousarray(
+                        self.reach * np.arange(self.group) + self.levels[self.nb_list],
+                        dtype=np.int32,
+                    )
+                ).to(device),
             }
             self._dev[key] = t
         return t
@@ -122,19 +134,26 @@ def build(name: str, levels: np.ndarray, bits: int, reach: int, nwant: int) -> L
     du = (dom << shifts).sum(axis=1)
     off = kmap[du] < 0
     du, dom = du[off], dom[off]
-    # squared distances between the odd integers 2l+1: 4 * Σ (l - l')², same order
-    # (as |a|² + |b|² - 2a·b in float64: exact for these small integers)
+    # squared distances between the odd integers 2l+1 (as |a|² + |b|² - 2a·b in float64:
+    # exact for these small integers)
     pos_g = torch.from_numpy(2 * levels + 1).to(torch.float64)
     pos_d = torch.from_numpy(2 * dom + 1).to(torch.float64)
     d2 = (pos_d * pos_d).sum(1, keepdim=True) + (pos_g * pos_g).sum(1) - 2 * pos_d @ pos_g.T
-    d2 = d2.round().to(torch.int32)  # [D, G]
-    # qsort by (d2, j): a stable sort by d2 keeps equal distances in grid order
-    sd, order = torch.sort(d2, dim=1, stable=True)
-    shell = torch.cumsum((sd[:, 1:] > sd[:, :-1]).to(torch.int32), dim=1)
-    shell = torch.cat([torch.zeros_like(shell[:, :1]), shell], dim=1)
-    keep = shell < nwant  # a prefix of each sorted row
+    d2 = d2.round().to(torch.int64)  # [D, G]
+    # the nwant-th smallest distinct distance of each row: everything up to it is kept
+    top = int(d2.max()) + 1
+    present = torch.zeros((d2.shape[0], top), dtype=torch.int32)
+    present.scatter_(1, d2, 1)
+    shells = torch.cumsum(present, dim=1)
+    thr = (shells >= nwant).to(torch.uint8).argmax(dim=1)
+    thr = torch.where(shells[:, -1] >= nwant, thr, torch.full_like(thr, top))
+    keep = d2 <= thr.unsqueeze(1)
+    # qsort by (d2, j): sort the kept (row, d2, j) triples
+    ri, ci = keep.nonzero(as_tuple=True)
+    key = (ri * top + d2[ri, ci]) * len(levels) + ci
+    order = torch.sort(key).indices
+    nb_list = ci[order].numpy().astype(np.int64)
     counts = keep.sum(dim=1).numpy().astype(np.int64)
-    nb_list = order[keep].numpy().astype(np.int64)  # row-major: row by row, in sorted order
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
     nb_start = np.zeros(size, dtype=np.int64)
     nb_count = np.zeros(size, dtype=np.int64)

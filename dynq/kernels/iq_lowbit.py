@@ -245,26 +245,32 @@ def best_neighbours(
     ``d2 = Σ w*(scale*q - x)²`` summed left to right; the first smallest wins. Returns the grid
     indices ``[M]`` (int64). (Where every distance is infinite or NaN ggml aborts; the first
     neighbour is returned.)
+
+    The (group, neighbour) pairs form one flat batch. Each term ``w*(scale*q - x)²`` depends
+    only on the group, the element and the level, so the terms are tabulated per group
+    (``[M, g, levels]``) and each pair's distance sums ``g`` entries of its group's table.
     """
-    m = xv.shape[0]
+    m, g = xv.shape
     dev = xv.device
-    cnt = tab["nb_count"][u]
-    start = tab["nb_start"][u]
-    seg = torch.repeat_interleave(torch.arange(m, device=dev), cnt)
-    first_of = torch.cumsum(cnt, 0) - cnt
-    k = torch.arange(seg.shape[0], device=dev) - first_of[seg]
-    j = tab["nb_list"][start[seg] + k]  # [P] candidate grid indices
-    if xx is None:
-        q = tab["pos"][j]  # [P, g]
-    else:
-        q = torch.gather(xx[seg], 1, tab["levels"][j])
-    sc = scale[seg].unsqueeze(1)
-    diff = sc * q - xv[seg]
-    t = (wv[seg] * diff) * diff
-    d2 = seq_sum(t.t().contiguous())
-    first = _first_min_segments(d2, seg, m)
-    first = torch.where(first >= 0, first, first_of)
-    return j[first]
+    cnt = tab["nb_count32"].index_select(0, u)
+    start = tab["nb_start32"].index_select(0, u)
+    seg = torch.repeat_interleave(torch.arange(m, device=dev, dtype=I32), cnt)  # [P]
+    first_of = torch.cumsum(cnt, 0, dtype=I32) - cnt
+    k = torch.arange(seg.shape[0], device=dev, dtype=I32) - first_of.index_select(0, seg)
+    pos = start.index_select(0, seg) + k  # [P]: positions in the neighbour lists
+    j = tab["nb_list32"].index_select(0, pos)  # [P] grid indices
+    nlev = tab["lvals"].shape[0]
+    qv = tab["lvals"].view(1, 1, nlev) if xx is None else xx.view(m, 1, nlev)
+    diff = scale.view(m, 1, 1) * qv - xv.view(m, g, 1)
+    terms = ((wv.view(m, g, 1) * diff) * diff).reshape(-1)  # [M * g * nlev]
+    idx = tab["nb_toff32"].index_select(0, pos) + (seg * (g * nlev)).unsqueeze(1)  # [P, g]
+    t = terms.index_select(0, idx.view(-1)).view(-1, g)
+    d2 = t[:, 0].clone()
+    for i in range(1, g):
+        d2.add_(t[:, i])
+    first = _first_min_segments(d2, seg.to(I64), m)
+    first = torch.where(first >= 0, first, first_of.to(I64))
+    return j.index_select(0, first).to(I64)
 
 
 def grid_round(
@@ -292,12 +298,13 @@ def grid_round(
     gi = tab["map"][u]
     off = gi < 0
     if bool(off.any()):
-        ri, ki = off.nonzero(as_tuple=True)
-        xv = xval.view(n_rows, ng, g)[ri, ki]
-        wv = waux.view(n_rows, ng, g)[ri, ki]
+        fi = off.view(-1).nonzero().squeeze(1)  # flat (row, group) of the groups off the grid
+        xv = xval.reshape(-1, g).index_select(0, fi)
+        wv = waux.reshape(-1, g).index_select(0, fi)
+        sc = scale.index_select(0, fi // ng)
         gi = gi.clone()
-        gi[ri, ki] = best_neighbours(tab, u[ri, ki], xv, wv, scale[ri])
-    L = tab["levels"][gi].view(n_rows, n)
+        gi.view(-1)[fi] = best_neighbours(tab, u.view(-1).index_select(0, fi), xv, wv, sc)
+    L = tab["levels"].index_select(0, gi.view(-1)).view(n_rows, n)
     return L, gi, off
 
 
@@ -464,7 +471,7 @@ class _GridKernel(BlockKernel):
     kmaxq: ClassVar[int]
     parity: ClassVar[bool]
     eps: ClassVar[float]
-    chunk_elems = 1 << 16
+    chunk_elems = 1 << 12  # the searches' intermediates are ~100x the input: stay in cache
 
     @classmethod
     def _weights(cls, x: Tensor, w: Tensor | None) -> Tensor:
@@ -885,7 +892,7 @@ def _iq1_refit(
 class IQ1_S(BlockKernel, qtype="iq1_s"):
     """Bytes of ggml's ``quantize_iq1_s`` (imatrix required)."""
 
-    chunk_elems = 1 << 16
+    chunk_elems = 1 << 12  # the searches' intermediates are ~100x the input: stay in cache
 
     @classmethod
     def quantize_blocks(cls, x: Tensor, w: Tensor | None) -> Tensor:
@@ -967,7 +974,7 @@ class IQ1_S(BlockKernel, qtype="iq1_s"):
 class IQ1_M(BlockKernel, qtype="iq1_m"):
     """Bytes of ggml's ``quantize_iq1_m`` (weights ``x*x`` without an imatrix)."""
 
-    chunk_elems = 1 << 16
+    chunk_elems = 1 << 12  # the searches' intermediates are ~100x the input: stay in cache
 
     @classmethod
     def quantize_blocks(cls, x: Tensor, w: Tensor | None) -> Tensor:

@@ -31,6 +31,17 @@ NEEDS_IMATRIX = ("iq2_xxs", "iq2_xs", "iq1_s")
 CASES = ("normal", "heavy", "uniform", "edge", "smollm2", "gemma3")
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """The small tensors here gain nothing from intra-op threads, which on a busy machine cost
+    more than they give (dynq.kernels.quantize itself goes single-threaded per chunk when it
+    has several chunks)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @cache
 def inputs() -> dict[str, np.ndarray]:
     with np.load(DATA / "iq_lowbit_inputs.npz") as z:
@@ -100,9 +111,10 @@ def test_golden(qtype: str, case: str, mode: str) -> None:
 
 @pytest.mark.parametrize("qtype", TYPES)
 def test_golden_chunked_torch_input(qtype: str) -> None:
-    """All cases stacked, as a torch tensor, in 3-row chunks (chunk borders inside cases)."""
-    xs = np.concatenate([inputs()[c] for c in CASES])
-    ref = np.concatenate([golden(qtype)[f"{c}-imatrix"] for c in CASES])
+    """Two cases stacked, as a torch tensor, in 3-row chunks (chunk borders inside cases)."""
+    cases = ("edge", "smollm2")
+    xs = np.concatenate([inputs()[c] for c in cases])
+    ref = np.concatenate([golden(qtype)[f"{c}-imatrix"] for c in cases])
     k = base.REGISTRY[qtype]
     old = k.chunk_elems
     k.chunk_elems = 3 * xs.shape[1]
@@ -132,7 +144,7 @@ def test_dequantize_matches_gguf(qtype: str) -> None:
     """Every golden block, and random bytes (with finite fp16 scales)."""
     gt = GGMLQuantizationType[qtype.upper()]
     ts = qtypes.get(qtype).type_size
-    datas = list(golden(qtype).values())
+    datas = [np.concatenate(list(golden(qtype).values()))]
     rng = np.random.default_rng(zlib.crc32(qtype.encode()))
     raw = rng.integers(0, 256, (64, ts), dtype=np.uint8)
     if qtype != "iq1_m":  # IQ1_M spreads its fp16 scale over the block-scale bits
@@ -281,14 +293,14 @@ def _check(qtype: str, x: np.ndarray, w: np.ndarray | None) -> None:
 
 
 @pytest.mark.parametrize("qtype", [t for t in TYPES if t not in NEEDS_IMATRIX])
-@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(x=rows())
 def test_round_trip(qtype: str, x: np.ndarray) -> None:
     _check(qtype, x, None)
 
 
 @pytest.mark.parametrize("qtype", TYPES)
-@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(x=rows(), wseed=st.integers(0, 2**32 - 1))
 def test_round_trip_imatrix(qtype: str, x: np.ndarray, wseed: int) -> None:
     w = np.exp(np.random.default_rng(wseed).standard_normal(N) * 1.5).astype(np.float32)
