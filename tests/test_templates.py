@@ -366,7 +366,7 @@ def test_cli_template_check(tmp_path: Path, dynq):
     r = dynq("template", "check", tmp_path / "orig.jinja", "--format", "json")
     assert r.code == 1
     d = json.loads(r.out)
-    assert d["ok"] is False and d["findings"][0]["engine"] == "minja"
+    assert d["ok"] is False and d["reports"][0]["findings"][0]["engine"] == "minja"
     assert dynq("template", "check", tmp_path / "orig.jinja", "--engine", "jinja").code == 0
     r = dynq("template", "check", REGISTRY / "deepseek-v3.1.toml")
     assert r.code == 0 and r.out.strip().splitlines()[-1].startswith("ok ")

@@ -69,8 +69,8 @@ def run(args: argparse.Namespace) -> int:
                 "the recipe has no model.chat_template: nothing to check (download the source)"
             )
     if args.format == "json":
-        out = [r.to_json() for r in reports]
-        print(json.dumps(out if len(out) != 1 else out[0], indent=1, ensure_ascii=False))
+        out = {"ok": all(r.ok for r in reports), "reports": [r.to_json() for r in reports]}
+        print(json.dumps(out, indent=1, ensure_ascii=False))
     else:
         for r in reports:
             for line in r.lines():
