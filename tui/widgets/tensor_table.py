@@ -24,7 +24,7 @@ from dynq.plan import Plan, PlannedTensor
 from tui.model import COLUMNS, NUMERIC, Filter, bit_class, fmt_mb, fmt_params, short_kind, sort_key
 
 MARK = "●"
-MAX_WIDTH = {"name": 32, "rule": 26, "note": 48, "kind": 20, "shape": 18}
+MAX_WIDTH = {"name": 32, "rule": 30, "note": 48, "kind": 20, "shape": 18}
 
 
 @dataclass
