@@ -156,7 +156,7 @@ def check_template(
         rep.render_errors.append(RenderError("(compiling)", f"stopped: {e}"))
         return rep
 
-    deadline = time.monotonic() + limits.seconds  # one budget for all the renders
+    deadline = time.monotonic() + limits.total_seconds  # all the renders together
     object_args = False
     for conv_name, _conv, ctx in contexts(bos_token, eos_token):
         rep.conversations += 1

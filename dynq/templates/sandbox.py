@@ -4,9 +4,9 @@ jinja2's ``ImmutableSandboxedEnvironment`` already refuses attribute access to P
 (``__class__``, ``__globals__``, …) and mutation of values passed in; this module adds the limits a
 template checker needs on top:
 
-- **time**: a render has a budget (1 s by default). Every hook below checks the deadline, and a
-  watchdog thread raises ``RenderTimeout`` asynchronously in the rendering thread when the budget
-  is spent inside code no hook sees;
+- **time**: a render has a budget (1 s by default; a check's renders 4 s together). Every hook
+  below checks the deadline, and a watchdog thread raises ``RenderTimeout`` asynchronously in
+  the rendering thread when the budget is spent inside code no hook sees;
 - **loop iterations**: every ``{% for %}`` iterable is wrapped (an AST rewrite before compiling)
   so that the iterations of one render are counted and capped;
 - **size**: string/list results of operators, calls, filters, ``~`` concatenation and block
@@ -42,7 +42,8 @@ from jinja2.visitor import NodeTransformer
 class Limits:
     """What one render may use."""
 
-    seconds: float = 1.0
+    seconds: float = 1.0  # one render
+    total_seconds: float = 4.0  # all the renders of one check together
     max_output: int = 4 * 1024 * 1024  # characters of rendered text
     max_string: int = 4 * 1024 * 1024  # characters/items of any intermediate string or list
     max_iterations: int = 100_000  # loop iterations, all loops of one render together
@@ -101,12 +102,19 @@ class _Instrument(NodeTransformer):
 class _Budget:
     def __init__(self, limits: Limits, deadline: float | None = None) -> None:
         self.limits = limits
-        self.deadline = deadline if deadline is not None else time.monotonic() + limits.seconds
+        self.start = time.monotonic()
+        own = self.start + limits.seconds
+        self.deadline = min(own, deadline) if deadline is not None else own
         self.iterations = 0
 
     def tick(self) -> None:
         if time.monotonic() > self.deadline:
-            raise RenderTimeout(f"render took longer than {self.limits.seconds:g} s")
+            raise RenderTimeout(
+                f"render took longer than {self.limits.seconds:g} s (or the check's renders "
+                f"together longer than {self.limits.total_seconds:g} s)"
+                if self.deadline < self.start + self.limits.seconds - 1e-3
+                else f"render took longer than {self.limits.seconds:g} s"
+            )
 
     def size(self, value: object, what: str) -> object:
         if isinstance(value, int) and value.bit_length() > 1_000_000:
@@ -374,8 +382,8 @@ class SandboxEnvironment(ImmutableSandboxedEnvironment):
 
     def render(self, template: Any, context: dict[str, Any], deadline: float | None = None) -> str:
         """Render with the limits: RenderLimit/RenderTimeout, RaisedException, or jinja2's
-        own exceptions propagate. ``deadline`` (time.monotonic()) lets several renders share
-        one time budget; by default a render gets ``limits.seconds`` of its own."""
+        own exceptions propagate. A render gets ``limits.seconds``, and stops earlier at
+        ``deadline`` (time.monotonic()), which lets several renders share a total budget."""
         budget = self._local.budget = _Budget(self.limits, deadline)
         out: list[str] = []
         total = 0
