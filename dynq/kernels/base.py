@@ -158,14 +158,26 @@ def fp16_from_bytes(b: Tensor) -> Tensor:
     return b.contiguous().view(torch.float16).to(F32)
 
 
-def seq_sum(t: Tensor) -> Tensor:
-    """Sum over dim 0 strictly left to right in float32, as ``s += t[i]`` in a C loop.
+def seq_sum(t: Tensor, first: bool = False) -> Tensor:
+    """Sum over dim 0 strictly left to right in float32, as a C loop ``s += t[i]``.
 
-    Starts from ``t[0]`` (``0.f + t[0]`` is ``t[0]`` up to the sign of zero, which nothing
-    downstream can see).
+    The C starts from ``s = 0.f`` (``first`` False) or from ``s = t[0]`` (``first`` True); the
+    two differ only in the sign of an all-zero sum, which can reach a stored fp16 ``-0.0``.
+
+    On the CPU this is one ``index_add_`` into a single slot (which adds the source slices in
+    index order, each rounded to float32, so the same sum with less Python overhead); on other
+    devices ``index_add_`` accumulates atomically in no fixed order, so it is a loop there.
     """
-    s = t[0].clone()
-    for i in range(1, t.shape[0]):
+    n = t.shape[0]
+    if t.device.type == "cpu" and n > 2:
+        if first:
+            out, rest = t[0].unsqueeze(0).clone(), t[1:]
+        else:
+            out, rest = torch.zeros((1, *t.shape[1:]), dtype=t.dtype), t
+        idx = torch.zeros(rest.shape[0], dtype=torch.int64)
+        return out.index_add_(0, idx, rest)[0]
+    s = t[0].clone() if first else t[0] + 0.0
+    for i in range(1, n):
         s.add_(t[i])
     return s
 

@@ -158,7 +158,7 @@ def make_qkx_quants(
     buf = torch.empty((n, 3, b), dtype=F32, device=x.device)
     buf[:, 0] = wt
     torch.mul(wt, xt, out=buf[:, 1])
-    sums = seq_sum(buf[:, :2])
+    sums = seq_sum(buf[:, :2], first=True)  # sum_w = weights[0]; sum_x = sum_w*x[0]; ...
     sum_w, sum_x = sums[0].clone(), sums[1].clone()
     iscale = rdiv(nmax, mx - mn)
     scale = 1 / iscale
