@@ -149,13 +149,15 @@ def _write_metadata(w: gguf.GGUFWriter, src: GGUFFile, new: dict[str, object]) -
 
 
 def _source_f32(src: GGUFFile, t: TensorEntry) -> np.ndarray:
-    """A source tensor as float32, shaped (..., rows, ne0) like gguf's own arrays."""
+    """A source tensor as float32, shaped (..., rows, ne0) like gguf's own arrays. Read into
+    fresh memory, not through the map, so a build's resident memory stays a few tensors."""
     qt = qtypes.get(t.type)
     if qt.gguf == gguf.GGMLQuantizationType.F32:
-        return src.array(t)
+        return src.array(t, copy=True)
+    raw = src.read(t)
     if qt.name in kernels.supported_types():
-        return kernels.dequantize(src.raw(t), qt, t.shape)
-    return gguf.quants.dequantize(src.raw(t), qt.gguf).reshape(tuple(reversed(t.shape)))
+        return kernels.dequantize(raw, qt, t.shape)
+    return gguf.quants.dequantize(raw, qt.gguf).reshape(tuple(reversed(t.shape)))
 
 
 def _quantize(
@@ -415,7 +417,7 @@ class Builder:
                 key = pt.type.name
                 if key not in outputs:
                     if pt.rule == "not quantized" and pt.type.gguf == src.type:
-                        outputs[key] = (np.array(reader.raw(src)), None)
+                        outputs[key] = (reader.read(src), None)
                     else:
                         if x is None:
                             x = _source_f32(reader, src)

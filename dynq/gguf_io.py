@@ -79,9 +79,20 @@ class GGUFFile:
             self._mm = np.memmap(self.path, dtype=np.uint8, mode="r")
         return self._mm[t.offset : t.offset + t.nbytes]
 
-    def array(self, t: TensorEntry) -> np.ndarray:
-        """A float tensor as a typed array shaped like numpy (rows..., ne0); raw bytes otherwise."""
-        raw = self.raw(t)
+    def read(self, t: TensorEntry) -> np.ndarray:
+        """A tensor's stored bytes, read into fresh memory (not the map): a streaming reader
+        that drops each tensor after use keeps its resident memory to a few tensors."""
+        with self.path.open("rb") as f:
+            f.seek(t.offset)
+            data = np.fromfile(f, dtype=np.uint8, count=t.nbytes)
+        if data.size != t.nbytes:
+            raise InventoryError(f"{self.path}: tensor '{t.name}': file ends inside its data")
+        return data
+
+    def array(self, t: TensorEntry, *, copy: bool = False) -> np.ndarray:
+        """A float tensor as a typed array shaped like numpy (rows..., ne0); raw bytes otherwise.
+        ``copy=True`` reads it into fresh memory (see ``read``) instead of viewing the map."""
+        raw = self.read(t) if copy else self.raw(t)
         shape = tuple(reversed(t.shape))
         if t.type == GGMLQuantizationType.F32:
             return raw.view(np.float32).reshape(shape)
