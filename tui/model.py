@@ -272,6 +272,7 @@ class BuildInfo:
     seconds: float
     recipe_version: str
     mtime: float
+    recipe_sha256: str = ""
 
 
 @dataclass
@@ -312,6 +313,7 @@ def read_build_reports(build_root: Path, name: str, targets: list[str]) -> list[
                     float(data.get("seconds", 0.0)),
                     str(data.get("recipe_version", "")),
                     p.stat().st_mtime,
+                    str(data.get("recipe_sha256", "")),
                 )
             )
         except (OSError, ValueError, KeyError, TypeError):

@@ -261,7 +261,7 @@ async def test_targets_sort_tabs_map_rules_note(recipe_path: Path):
         # rules tab: a note on the rule under the cursor, then delete it
         await pilot.press("3")
         await pilot.pause()
-        await pilot.press("down", "n")
+        await pilot.press("down", "down", "n")
         await pilot.pause()
         assert isinstance(app.screen, NoteEditor)
         app.screen.query_one("#note", Input).value = "why"
@@ -461,3 +461,21 @@ async def test_recipe_that_does_not_plan_shows_its_error(workdir: Path, recipe_p
             "matches no tensor" in n.message and "did you mean 'blk.*.attn_v.weight'" in n.message
             for n in app._notifications
         )
+
+
+def test_cli_command(dynq):
+    r = dynq("tui", "--help")
+    assert r.code == 0 and "RECIPE" in r.out and "--build-dir" in r.out
+    assert "tui" in dynq("--help").out
+
+
+def test_stale_build_marked(workdir: Path, recipe_path: Path):
+    from tui.model import scan_registry
+
+    d = workdir / "build" / "tiny"
+    d.mkdir(parents=True)
+    (d / "tiny-mix.build.json").write_text(
+        json.dumps({"file_size": 1, "seconds": 1, "recipe_version": "1.0.0", "recipe_sha256": "0"})
+    )
+    (entry,) = scan_registry(workdir / "registry", workdir / "build")
+    assert entry.builds[0].recipe_sha256 == "0" != entry.loaded.sha256

@@ -217,6 +217,18 @@ class RecipeScreen(Screen):
         counts: dict[str, int] = {}
         for t in self.plan.tensors:
             counts[t.rule] = counts.get(t.rule, 0) + 1
+        target = self.editor.recipe.targets[self.target]
+        base = target.extends or f"base {target.base}"
+        n_base = sum(1 for t in self.plan.tensors if t.rule in ("base", target.extends))
+        rt.add_row(
+            Text("target", style="dim"),
+            Text("every quantizable tensor", style="dim"),
+            "all",
+            base,
+            str(n_base),
+            target.note or "",
+            key="target",
+        )
         for label, rule in self.editor.all_rules(self.target):
             rt.add_row(
                 label,
@@ -251,7 +263,11 @@ class RecipeScreen(Screen):
         rt = self.query_one("#rules-table", DataTable)
         if not rt.row_count:
             return None
-        return str(rt.coordinate_to_cell_key(rt.cursor_coordinate).row_key.value)
+        key = str(rt.coordinate_to_cell_key(rt.cursor_coordinate).row_key.value)
+        if key == "target":  # the target's base or stock mix: what its tensors got
+            target = self.editor.recipe.targets[self.target]
+            return "base" if target.base else target.extends
+        return key
 
     def _describe(self, names: list[str]) -> tuple[str, str, str]:
         """(what, kinds, layers) of a selection, for dialogs."""

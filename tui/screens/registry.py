@@ -93,11 +93,13 @@ class RegistryScreen(Screen):
                 b = built.get(name)
                 t.append(f"  {name:<16}", style="bold")
                 if b:
+                    stale = bool(b.recipe_sha256) and b.recipe_sha256 != e.loaded.sha256
                     t.append(
                         f"built {fmt_size(b.file_size)} in {b.seconds:.1f} s "
-                        f"(recipe {b.recipe_version})\n",
-                        style="green",
+                        f"(recipe {b.recipe_version})",
+                        style="yellow" if stale else "green",
                     )
+                    t.append(" — the recipe changed since\n" if stale else "\n", style="yellow")
                 else:
                     t.append("not built\n", style="dim")
             t.append("enter: open · ? help", style="dim")
