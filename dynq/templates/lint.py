@@ -169,6 +169,7 @@ class Linter:
         self.loc = _Locator(source)
         self.findings: list[Finding] = []
         self._postfix_cursor: dict[str, int] = {}
+        self._placed: dict[tuple[int, str], tuple[int | None, int | None]] = {}
 
     def add(
         self,
@@ -180,7 +181,10 @@ class Linter:
         severity: str = "error",
         code: str = "unsupported",
     ) -> None:
-        line, col = self.loc.find(pattern, getattr(node, "lineno", None))
+        key = (id(node), pattern)  # one place per node, whichever engines it breaks
+        if key not in self._placed:
+            self._placed[key] = self.loc.find(pattern, getattr(node, "lineno", None))
+        line, col = self._placed[key]
         self.findings.append(
             Finding(
                 severity=severity,
@@ -385,6 +389,17 @@ class Linter:
                         "concatenate with `~`",
                         code="not-implemented",
                     )
+        if name == "tojson" and n_pos > 0 and isinstance(node, nodes.Filter):
+            self.add(
+                node,
+                pat,
+                e,
+                "tojson with positional arguments: the first is ensure_ascii in llama.cpp's "
+                "engine (value.cpp:244) and transformers, indent in minja (minja.hpp:2728)",
+                "use keywords: tojson(indent=2)",
+                severity="warning",
+                code="semantics",
+            )
         if (
             name in ("startswith", "endswith")
             and args
@@ -613,6 +628,19 @@ class Linter:
                         "pass the values to the macro instead of through caller()",
                         code="statement",
                     )
+
+    def _Compare(self, node: nodes.Compare) -> None:
+        if len(node.ops) > 1:  # both engines compare pairwise, left to right
+            for e in self.engines:
+                self.add(
+                    node,
+                    r"(==|!=|<=|>=|<|>)",
+                    e,
+                    "chained comparison a < b < c is evaluated as (a < b) < c, which fails "
+                    "comparing a boolean with a number (checked live in both engines)",
+                    "write `a < b and b < c`",
+                    code="operator",
+                )
 
     def _Pow(self, node: nodes.Pow) -> None:
         self._op(node, "**", r"\*\*", "multiply it out")
