@@ -419,6 +419,11 @@ class Editor:
         """The change since the last save, as ``dynq diff`` computes it."""
         return diff_recipes(self.saved, self.current())
 
+    @property
+    def reformats(self) -> bool:
+        """Whether the file on disk is not in canonical form (saving also reformats it)."""
+        return self.saved.text != dump_recipe(self.saved.recipe, self.path)
+
     def check_save(self) -> None:
         """Raise RecipeError when saving would lose something (comments, someone else's edit)."""
         try:

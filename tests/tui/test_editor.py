@@ -201,3 +201,9 @@ def test_eval_reports_and_pareto(workdir: Path):
     ]
     pareto_front(pts)
     assert [p.pareto for p in pts] == [True, True, False, False]
+
+
+def test_reformat_is_reported(recipe_path: Path):
+    assert not Editor.open(recipe_path).reformats
+    recipe_path.write_text(recipe_path.read_text().replace('version = "1.0.0"', "version='1.0.0'"))
+    assert Editor.open(recipe_path).reformats

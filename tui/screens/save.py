@@ -73,6 +73,11 @@ class SaveScreen(ModalScreen[bool]):
             elif line.startswith("target"):
                 style = "bold"
             text.append(line + "\n", style=style)
+        if self.editor.reformats:
+            text.append(
+                "note: the file is not in canonical form; saving also reformats it (as dynq fmt)\n",
+                style="italic yellow",
+            )
         self.query_one("#diff", Static).update(text)
         self.query_one("#bump").display = d.version_warning is not None
 
