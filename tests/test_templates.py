@@ -147,6 +147,10 @@ CASES = [
         "minja",
         "statement",
     ),
+    ("{% macro f() %}ab{% endmacro %}{{ f().upper() }}", "minja", "syntax"),
+    ("{{ range(3)[1] }}", "minja", "syntax"),
+    ("{{ 1 < 2 < 3 }}", "jinja", "operator"),
+    ("{{ 1 < 2 < 3 }}", "minja", "operator"),
 ]
 
 
