@@ -142,7 +142,14 @@ def check_template(
         tree = env.parse(source)
     except TemplateSyntaxError as e:
         rep.findings.append(
-            Finding("error", e.lineno, None, None, f"syntax error: {e.message}", code="syntax")
+            Finding(
+                "error",
+                e.lineno,
+                None,
+                None,
+                _one_line(f"syntax error: {e.message}"),
+                code="syntax",
+            )
         )
         return rep
     rep.findings += lint(source, tree, engines)
@@ -150,7 +157,9 @@ def check_template(
     try:
         template = env.compile_template(source)
     except TemplateSyntaxError as e:  # pragma: no cover - parse succeeded above
-        rep.findings.append(Finding("error", e.lineno, None, None, f"syntax error: {e.message}"))
+        rep.findings.append(
+            Finding("error", e.lineno, None, None, _one_line(f"syntax error: {e.message}"))
+        )
         return rep
     except (RenderLimit, SecurityError) as e:  # constant folding ran into a limit
         rep.render_errors.append(RenderError("(compiling)", f"stopped: {e}"))
