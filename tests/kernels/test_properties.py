@@ -88,14 +88,14 @@ def _check(qtype: str, x: np.ndarray, w: np.ndarray | None) -> None:
 
 
 @pytest.mark.parametrize("qtype", ALL)
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(x=rows())
 def test_round_trip(qtype: str, x: np.ndarray) -> None:
     _check(qtype, x, None)
 
 
 @pytest.mark.parametrize("qtype", TYPES)
-@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(x=rows(), wseed=st.integers(0, 2**32 - 1))
 def test_round_trip_imatrix(qtype: str, x: np.ndarray, wseed: int) -> None:
     w = np.exp(np.random.default_rng(wseed).standard_normal(N) * 1.5).astype(np.float32)
