@@ -479,3 +479,15 @@ def test_live_fails_where_flagged(src: str, engine: str, code: str, tmp_path: Pa
     [(name, _conv, ctx)] = [x for x in contexts("", "") if x[0] == "user-only"]
     rc, out = _live(engine, src, ctx, tmp_path)
     assert rc != 0 or out != rep.renders.get(name), out
+
+
+def test_cli_render_one_conversation(dynq):
+    r = dynq(
+        "template",
+        "check",
+        REGISTRY / "templates" / "deepseek-v3.1.jinja",
+        "--render",
+        "user-only+gen",
+    )
+    assert r.code == 0 and r.out == "<｜User｜>Hello!<｜Assistant｜><think>\n"
+    assert "tools+gen" in dynq("template", "check", SMOLLM2, "--render", "list").out

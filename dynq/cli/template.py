@@ -37,6 +37,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument(
         "--add-bos", action="store_true", help=".jinja files: the tokenizer adds BOS itself"
     )
+    c.add_argument(
+        "--render",
+        metavar="CONVERSATION",
+        help="also print what the template renders for this test conversation "
+        "(e.g. tools+gen; 'list' lists them)",
+    )
     c.set_defaults(func=run)
 
 
@@ -68,6 +74,16 @@ def run(args: argparse.Namespace) -> int:
                 f"{path}: model.source {loaded.recipe.model.source} is not on this machine and "
                 "the recipe has no model.chat_template: nothing to check (download the source)"
             )
+    if args.render:
+        names = list(reports[0].renders) if reports else []
+        if args.render == "list" or args.render not in names:
+            if args.render != "list":
+                raise DynqError(f"no render '{args.render}' (have: {', '.join(names)})")
+            print("\n".join(names))
+            return 0
+        for r in reports:
+            print(r.renders[args.render])
+        return 0 if all(r.ok for r in reports) else 1
     if args.format == "json":
         out = {"ok": all(r.ok for r in reports), "reports": [r.to_json() for r in reports]}
         print(json.dumps(out, indent=1, ensure_ascii=False))
