@@ -108,10 +108,11 @@ class Lattice:
                 "nb_list32": torch.from_numpy(self.nb_list).to(device=device, dtype=torch.int32),
                 # for the neighbour searches: the odd integers 2l+1 of the levels, and for each
                 # entry of nb_list its offsets i*reach + l_i into a per-group [g, reach] table
+                # ([g, len(nb_list)])
                 "lvals": torch.arange(1, 2 * self.reach, 2, dtype=torch.float32, device=device),
                 "nb_toff32": torch.from_numpy(
                     np.ascontiguousarray(
-                        self.reach * np.arange(self.group) + self.levels[self.nb_list],
+                        (self.reach * np.arange(self.group) + self.levels[self.nb_list]).T,
                         dtype=np.int32,
                     )
                 ).to(device),

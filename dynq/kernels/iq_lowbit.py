@@ -92,6 +92,9 @@ def record_scan(num: Tensor, den: Tensor, val: Tensor, best: Tensor) -> tuple[Te
     start = torch.zeros(b, dtype=I64, device=dev)
     rows = torch.arange(b, device=dev)
     ninf = torch.full((1, 1), float("-inf"), dtype=F32, device=dev)
+    if c <= _LOOP_MAX:  # a few dozen candidates (the trial scales): the loop is cheaper
+        _record_loop(num, den, val, ok, rows, start, pick, best)
+        return pick, best
     rounds = 0
     while rows.numel():
         if rounds == _GUESS_ROUNDS:
@@ -130,7 +133,8 @@ def record_scan(num: Tensor, den: Tensor, val: Tensor, best: Tensor) -> tuple[Te
     return pick, best
 
 
-_GUESS_ROUNDS = 3
+_GUESS_ROUNDS = 16
+_LOOP_MAX = 48
 
 
 def _record_loop(
@@ -144,13 +148,20 @@ def _record_loop(
     best: Tensor,
 ) -> None:
     """The sequential scan for blocks ``rows`` from their candidates ``start`` on (in place)."""
-    st = start[rows]
+    everything = rows.numel() == num.shape[0]
+    st = start if everything else start[rows]
     c0 = int(st.min())
-    nr, dr, vr, okr = num[rows], den[rows], val[rows], ok[rows]
-    bst, pk = best[rows], pick[rows]
+    if everything:
+        nr, dr, vr, okr, bst, pk = num, den, val, ok, best.clone(), pick.clone()
+    else:
+        nr, dr, vr, okr = num[rows], den[rows], val[rows], ok[rows]
+        bst, pk = best[rows], pick[rows]
+    nt, dt, vt, okt = nr.t().contiguous(), dr.t().contiguous(), vr.t().contiguous(), okr.t()
     for c in range(c0, num.shape[1]):
-        take = okr[:, c] & (nr[:, c] > bst * dr[:, c]) & (st <= c)
-        bst = torch.where(take, vr[:, c], bst)
+        take = okt[c] & (nt[c] > bst * dt[c])
+        if c0 != 0 or not everything:
+            take &= st <= c
+        bst = torch.where(take, vt[c], bst)
         pk = torch.where(take, c, pk)
     best[rows] = bst
     pick[rows] = pk
@@ -263,11 +274,11 @@ def best_neighbours(
     qv = tab["lvals"].view(1, 1, nlev) if xx is None else xx.view(m, 1, nlev)
     diff = scale.view(m, 1, 1) * qv - xv.view(m, g, 1)
     terms = ((wv.view(m, g, 1) * diff) * diff).reshape(-1)  # [M * g * nlev]
-    idx = tab["nb_toff32"].index_select(0, pos) + (seg * (g * nlev)).unsqueeze(1)  # [P, g]
-    t = terms.index_select(0, idx.view(-1)).view(-1, g)
-    d2 = t[:, 0].clone()
+    base = seg * (g * nlev)
+    toff = tab["nb_toff32"]  # [g, total]
+    d2 = terms.index_select(0, toff[0].index_select(0, pos) + base)
     for i in range(1, g):
-        d2.add_(t[:, i])
+        d2.add_(terms.index_select(0, toff[i].index_select(0, pos) + base))
     first = _first_min_segments(d2, seg.to(I64), m)
     first = torch.where(first >= 0, first, first_of.to(I64))
     return j.index_select(0, first).to(I64)
