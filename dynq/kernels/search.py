@@ -60,7 +60,10 @@ def in_slices(fn, per_group: int, x: Tensor, *rest: Tensor | None, elems: int = 
     tensor holds about ``elems`` (default :data:`TRIAL_ELEMS`) elements; concatenate the results
     (tuples too)."""
     b = x.shape[0]
-    step = max(64, (elems or TRIAL_ELEMS) // per_group)
+    elems = elems or TRIAL_ELEMS
+    if x.device.type != "cpu":  # a GPU wants big tensors: launches, not caches, are the cost
+        elems *= 64
+    step = max(64, elems // per_group)
     if b <= step:
         return fn(x, *rest)
     parts = [
