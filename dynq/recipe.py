@@ -433,6 +433,31 @@ def load_recipe(path: str | os.PathLike[str]) -> LoadedRecipe:
     return LoadedRecipe(parse_recipe(text, p), p, text)
 
 
+def comment_line(text: str) -> int | None:
+    """First line holding a comment other than the ``#:schema`` header: the canonical form
+    cannot keep comments, so writers refuse such a file rather than drop them."""
+    # A '#' outside a quoted span starts a comment (recipes need no multi-line strings).
+    for n, line in enumerate(text.splitlines(), 1):
+        if n == 1 and line.startswith("#:schema"):
+            continue
+        in_str: str | None = None
+        i = 0
+        while i < len(line):
+            c = line[i]
+            if in_str:
+                if c == "\\" and in_str == '"':
+                    i += 2
+                    continue
+                if c == in_str:
+                    in_str = None
+            elif c in "\"'":
+                in_str = c
+            elif c == "#":
+                return n
+            i += 1
+    return None
+
+
 # -- canonical dump ---------------------------------------------------------------------------
 
 

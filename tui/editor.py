@@ -29,6 +29,7 @@ from dynq.recipe import (
     Recipe,
     Rule,
     Target,
+    comment_line,
     dump_recipe,
     format_layers,
     load_recipe,
@@ -58,29 +59,6 @@ def validation_message(path: Path, e: ValidationError) -> str:
     loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
     msg = str(err["msg"]).removeprefix("Value error, ")
     return f"{path}: {loc}: {msg}" if loc else f"{path}: {msg}"
-
-
-def comment_line(text: str) -> int | None:
-    """First line with a comment (other than the ``#:schema`` header): saving would drop it."""
-    for n, line in enumerate(text.splitlines(), 1):
-        if n == 1 and line.startswith("#:schema"):
-            continue
-        quote: str | None = None
-        i = 0
-        while i < len(line):
-            c = line[i]
-            if quote:
-                if c == "\\" and quote == '"':
-                    i += 2
-                    continue
-                if c == quote:
-                    quote = None
-            elif c in "\"'":
-                quote = c
-            elif c == "#":
-                return n
-            i += 1
-    return None
 
 
 class Editor:

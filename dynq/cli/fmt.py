@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from dynq.errors import RecipeError
-from dynq.recipe import dump_recipe, load_recipe, save_recipe
+from dynq.recipe import comment_line, dump_recipe, load_recipe, save_recipe
 from dynq.registry import find_recipes
 
 
@@ -15,30 +15,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("recipes", nargs="*", metavar="RECIPE", help="recipe files or folders")
     p.add_argument("--check", action="store_true", help="change nothing; exit 1 if any would")
     p.set_defaults(func=run)
-
-
-def _comment_line(text: str) -> int | None:
-    """First line holding a comment other than the #:schema header (fmt would drop it)."""
-    # A '#' outside a quoted span starts a comment (recipes need no multi-line strings).
-    for n, line in enumerate(text.splitlines(), 1):
-        if n == 1 and line.startswith("#:schema"):
-            continue
-        in_str: str | None = None
-        i = 0
-        while i < len(line):
-            c = line[i]
-            if in_str:
-                if c == "\\" and in_str == '"':
-                    i += 2
-                    continue
-                if c == in_str:
-                    in_str = None
-            elif c in "\"'":
-                in_str = c
-            elif c == "#":
-                return n
-            i += 1
-    return None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -52,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
         if args.check:
             print(f"would reformat {path}")
             continue
-        line = _comment_line(loaded.text)
+        line = comment_line(loaded.text)
         if line is not None:
             raise RecipeError(
                 f"{path}:{line}: comments are not kept by the canonical form; "
