@@ -152,6 +152,30 @@ class Resolver:
         self._quantizable = {
             t.name: stock.is_quantizable(t, self.inventory.arch) for t in self.inventory.tensors
         }
+        self._stock: dict[tuple[str, bool], dict[str, stock.StockChoice]] = {}
+
+    def for_recipe(self, loaded: LoadedRecipe) -> Resolver:
+        """A resolver for another version of the recipe (an edit) on the same inventory,
+        sharing what depends only on the inventory: quantizability and stock-mix choices."""
+        other = Resolver.__new__(Resolver)
+        other.loaded, other.recipe, other.inventory = loaded, loaded.recipe, self.inventory
+        if other.inventory.arch != other.recipe.model.arch:
+            raise other._error(
+                ("model", "arch"),
+                f"'{other.recipe.model.arch}' but the "
+                f"inventory is of a '{other.inventory.arch}' model",
+            )
+        other._quantizable, other._stock = self._quantizable, self._stock
+        return other
+
+    def _stock_types(self, mix: str, imatrix: bool) -> dict[str, stock.StockChoice]:
+        key = (mix, imatrix)
+        if key not in self._stock:
+            inv = self.inventory
+            self._stock[key] = stock.stock_types(
+                mix, inv, imatrix=imatrix, hparams=inv.hparams or None
+            )
+        return self._stock[key]
 
     def _load_inventory(self) -> Inventory:
         path = self.loaded.resolve(self.recipe.model.inventory)
@@ -232,10 +256,7 @@ class Resolver:
         if imatrix is True:
             imatrix = default_imatrix_ref(self.loaded)
         if target.mix is not None:
-            choices = stock.stock_types(
-                target.mix, inv, imatrix=bool(imatrix), hparams=inv.hparams or None
-            )
-            for tname, choice in choices.items():
+            for tname, choice in self._stock_types(target.mix, bool(imatrix)).items():
                 if self._quantizable[tname]:
                     chosen[tname] = (choice.type, target.extends or "", choice.reason)
                     if choice.fallback_from is not None:
