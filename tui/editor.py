@@ -147,7 +147,7 @@ class Editor:
     # -- applying changes ------------------------------------------------------------------
     def _resolver_for(self, recipe: Recipe) -> Resolver:
         loaded = LoadedRecipe(recipe, self.path, dump_recipe(recipe, self.path))
-        return Resolver(loaded, self.inventory)
+        return self._resolver.for_recipe(loaded)
 
     def _apply(
         self, recipe: Recipe, description: str, check: Iterable[str], only: str | None = None
