@@ -38,7 +38,7 @@ from dynq import __version__
 from dynq.errors import DynqError
 from dynq.gguf_io import GGUFFile, TensorEntry, read_gguf
 from dynq.provenance import KEY_RECIPE_SHA256
-from dynq.recipe import LoadedRecipe, dump_recipe
+from dynq.recipe import LoadedRecipe, canonical_body
 from dynq.sources import sha256_file
 
 DEFAULT_SHARD_SIZE = 50 * 1000**3  # 50 GB, as gguf-split's --split-max-size 50G
@@ -615,7 +615,9 @@ def assemble(
                     FileEntry(f"baselines/{path.name}", path.stat().st_size, sha256_file(path))
                 )
         texts = {
-            f"{recipe.name}.toml": dump_recipe(recipe, loaded.path),
+            # the body without the #:schema line (no schemas/ beside it on the Hub): its sha256
+            # is the recipe's identity, as stored in every GGUF
+            f"{recipe.name}.toml": canonical_body(recipe),
             "README.md": render_card(loaded, repo, builds, baselines, license_value),
         }
         for name, text in texts.items():

@@ -321,7 +321,7 @@ class LoadedRecipe:
     def sha256(self) -> str:
         """sha256 of the canonical body (without the location-dependent ``#:schema`` line):
         the recipe's identity, whatever its formatting and wherever the file lies."""
-        return hashlib.sha256(tomli_w.dumps(_ordered(self.recipe)).encode()).hexdigest()
+        return hashlib.sha256(canonical_body(self.recipe).encode()).hexdigest()
 
 
 def _fmt_loc(loc: tuple[Any, ...]) -> str:
@@ -485,9 +485,14 @@ def schema_header(path: Path | None) -> str:
     return SCHEMA_HEADER
 
 
+def canonical_body(recipe: Recipe) -> str:
+    """The canonical TOML without the ``#:schema`` line: what the recipe's sha256 is of."""
+    return tomli_w.dumps(_ordered(recipe))
+
+
 def dump_recipe(recipe: Recipe, path: Path | None = None) -> str:
     """The canonical TOML text of a recipe."""
-    return schema_header(path) + "\n" + tomli_w.dumps(_ordered(recipe))
+    return schema_header(path) + "\n" + canonical_body(recipe)
 
 
 def save_recipe(recipe: Recipe, path: Path) -> None:
