@@ -24,7 +24,6 @@ __all__ = [
 ]
 
 GROUP_MAX_EPS = 1e-15
-MAGIC = 12582912.0  # 1.5 * 2**23: ggml's nearest_int
 
 
 def f32(v: float, like: Tensor) -> Tensor:
@@ -103,9 +102,10 @@ def _make_qx_quants(x: Tensor, nmax: int, qw: Tensor | None) -> tuple[Tensor, Te
     xt = x.t().contiguous()  # [n, B]
     wt = w.t().contiguous()
     # (layout [n, T, B]: the innermost dim is contiguous in every operand, which vectorises)
-    # |iscale*x| <= nmax + 1: (v + 1.5*2**23) - 1.5*2**23 is nearest_int
+    # |iscale*x| <= nmax + 1, where nearest_int is round half to even: torch.round (a -0.0 it
+    # gives for small negatives where ggml has 0 only ever multiplies into zero terms)
     lf = iscale.unsqueeze(0) * xt.unsqueeze(1)  # [n, T, B]
-    lf.add_(MAGIC).sub_(MAGIC).clamp_(-nmax, nmax - 1)
+    lf.round_().clamp_(-nmax, nmax - 1)
     buf = torch.empty((n, 2, nt, b), dtype=F32, device=x.device)
     torch.mul((wt * xt).unsqueeze(1), lf, out=buf[:, 0])
     torch.mul(wt.unsqueeze(1), lf, out=buf[:, 1]).mul_(lf)
@@ -126,7 +126,7 @@ def _make_qx_quants(x: Tensor, nmax: int, qw: Tensor | None) -> tuple[Tensor, Te
         best = torch.where(take, new_scale * slx, best)
         isc = torch.where(take, iscale[t], isc)
     L = isc.view(-1, 1) * x
-    L = L.add_(MAGIC).sub_(MAGIC).clamp_(-nmax, nmax - 1).to(I32) + nmax
+    L = L.round_().clamp_(-nmax, nmax - 1).to(I32) + nmax
     L = L * (~zero).to(I32).unsqueeze(1)
     scale = torch.where(zero, torch.zeros_like(scale), scale)
     return scale, L
@@ -216,11 +216,11 @@ def _finite_or_zero(iscale: Tensor) -> Tensor:
 def _levels(iscale: Tensor, xt: Tensor, mn: Tensor, nmax: int) -> Tensor:
     """``MAX(0, MIN(nmax, nearest_int(iscale*(x - min))))`` as float32 ``[n, B]``.
 
-    ``(v + 1.5*2**23) - 1.5*2**23`` is ``nearest_int`` exactly for ``|v| <= 2**22``; here
+    ``nearest_int`` is round half to even (``torch.round``) for ``|v| <= 2**22``; here
     ``v <= iscale*(max - min)``, about ``nmax``, and ``iscale`` is finite.
     """
     v = (xt - mn).mul_(iscale)
-    return v.add_(MAGIC).sub_(MAGIC).clamp_(0, nmax)
+    return v.round_().clamp_(0, nmax)
 
 
 def make_qp_quants(x: Tensor, nmax: int, w: Tensor) -> tuple[Tensor, Tensor]:
