@@ -2,9 +2,13 @@
 
 Every function takes a batch of ``B`` groups of ``n`` values (``x`` of shape ``[B, n]``) and
 returns what the C function returns for each group, computed with the same float32 operations
-in the same order (see :mod:`dynq.kernels.base`). The C loops over candidate scales become an
-extra tensor dimension ``T``; the per-element accumulations run over ``n`` with :func:`seq_sum`
-on ``[n, B, T]`` tensors (so every slice summed is contiguous).
+in the same order (see :mod:`dynq.kernels.base`). Groups are held transposed, ``[n, B]``, so
+that the per-element accumulations (:func:`seq_sum` over ``n``) read contiguous slices.
+
+Where the C tries candidate scales independently of each other (``make_qx_quants``,
+``make_qp_quants``, IQ4's search) the candidates are an extra dimension ``T`` (``[n, T, B]``)
+and only the "is it better" comparisons run in sequence; where a winning candidate changes the
+next ones (``make_qkx2/3_quants`` move ``min``) they run one after the other.
 """
 
 from __future__ import annotations
