@@ -85,52 +85,73 @@ def record_scan(num: Tensor, den: Tensor, val: Tensor, best: Tensor) -> tuple[Te
     b, c = num.shape
     dev = num.device
     ok = den > 0
-    v = torch.where(ok & ~torch.isnan(val), val, torch.full_like(val, float("-inf")))
-    ar = torch.arange(c, device=dev).view(1, -1)
     pick = torch.full((b,), -1, dtype=I64, device=dev)
     best = best.clone()
     start = torch.zeros(b, dtype=I64, device=dev)
     rows = torch.arange(b, device=dev)
-    ninf = torch.full((1, 1), float("-inf"), dtype=F32, device=dev)
     if c <= _LOOP_MAX:  # a few dozen candidates (the trial scales): the loop is cheaper
         _record_loop(num, den, val, ok, rows, start, pick, best)
         return pick, best
+    v = torch.where(ok & ~torch.isnan(val), val, torch.full_like(val, float("-inf")))
+    ar1 = torch.arange(1, c + 1, device=dev, dtype=I32).view(1, -1)  # candidate index + 1
     rounds = 0
     while rows.numel():
         if rounds == _GUESS_ROUNDS:
             _record_loop(num, den, val, ok, rows, start, pick, best)
             break
+        everything = rounds == 0
         rounds += 1
-        n = rows.numel()
-        st = start[rows].view(-1, 1)
-        live = ar >= st
-        vr = torch.where(live, v[rows], ninf)
-        run = torch.cummax(vr, dim=1).values
-        before = torch.cat([ninf.expand(n, 1), run[:, :-1]], dim=1)
-        before = torch.maximum(before, best[rows].view(-1, 1))
+        if everything:
+            vr, nr, dr, okr, br = v, num, den, ok, best
+            live = None
+        else:
+            st = start[rows].view(-1, 1)
+            live = ar1 > st
+            vr = v[rows].masked_fill_(~live, float("-inf"))
+            nr, dr, okr, br = num[rows], den[rows], ok[rows], best[rows]
+        # the best before each candidate under the guess: the running max of val before it
+        before = _running_max_before(vr)
+        torch.maximum(before, br.view(-1, 1), out=before)
         guess = vr > before
-        taken = ok[rows] & (num[rows] > before * den[rows]) & live
+        taken = okr & (nr > before * dr)
+        if live is not None:
+            taken &= live
         bad = guess != taken
         anybad = bad.any(dim=1)
-        end = torch.where(anybad, bad.to(U8).argmax(dim=1), torch.full_like(st.view(-1), c))
+        end = torch.where(anybad, bad.to(U8).argmax(dim=1), c)
         # decisions before `end` are the guess's; at `end` (if any) ggml's test decides
-        upto = ar < end.view(-1, 1)
-        last = torch.where(guess & upto, ar, torch.full_like(ar, -1)).max(dim=1).values
+        upto = ar1 <= end.view(-1, 1)
+        last = ((guess & upto).to(I32) * ar1).max(dim=1).values.to(I64) - 1
         e = end.clamp(max=c - 1).view(-1, 1)
         take_e = anybad & torch.gather(taken, 1, e).squeeze(1)
         last = torch.where(take_e, end, last)
-        pr = pick[rows]
-        pr = torch.where(last >= 0, last, pr)
-        bnew = torch.where(
-            last >= 0,
-            torch.gather(v[rows], 1, last.clamp(min=0).view(-1, 1)).squeeze(1),
-            best[rows],
-        )
-        pick[rows] = pr
-        best[rows] = bnew
-        start[rows] = end + 1
+        got = last >= 0
+        pr = torch.where(got, last, pick if everything else pick[rows])
+        bnew = torch.where(got, torch.gather(vr, 1, last.clamp(min=0).view(-1, 1)).squeeze(1), br)
+        if everything:
+            pick, best, start = pr, bnew, end + 1
+        else:
+            pick[rows] = pr
+            best[rows] = bnew
+            start[rows] = end + 1
         rows = rows[anybad]
     return pick, best
+
+
+def _running_max_before(v: Tensor) -> Tensor:
+    """``out[:, c] = max(v[:, :c])`` (``-inf`` for ``c = 0``), by doubling (max is exact)."""
+    n, c = v.shape
+    r = torch.empty((n, c), dtype=v.dtype, device=v.device)
+    r[:, 0] = float("-inf")
+    r[:, 1:] = v[:, :-1]
+    other = torch.empty_like(r)
+    s = 1
+    while s < c:
+        other[:, :s] = r[:, :s]
+        torch.maximum(r[:, s:], r[:, :-s], out=other[:, s:])
+        r, other = other, r
+        s *= 2
+    return r
 
 
 _GUESS_ROUNDS = 16
