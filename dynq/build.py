@@ -28,6 +28,7 @@ from dynq.errors import DynqError, SourceError
 from dynq.fsutil import atomic_path, atomic_write_text
 from dynq.gguf_io import GGUFFile, TensorEntry, inventory_of, read_gguf
 from dynq.imatrix_file import Imatrix, load_imatrix
+from dynq.outputs import imatrix_path, output_path, report_path
 from dynq.plan import Plan, PlannedTensor, Resolver
 from dynq.provenance import (
     IMATRIX_KEYS,
@@ -43,8 +44,6 @@ from dynq.recipe import LoadedRecipe
 from dynq.sources import check_file_ref, resolve_source
 from dynq.templates import check_for_build
 
-DEFAULT_OUT = Path("build")
-
 _PREAMBLE = ("GGUF.version", "GGUF.tensor_count", "GGUF.kv_count", "general.architecture")
 _INT_KEYS = {
     KEY_FILE_TYPE: GGUFValueType.UINT32,
@@ -56,19 +55,6 @@ _INT_KEYS = {
 
 class BuildError(DynqError):
     """A build cannot start or could not finish (nothing is left under the final name)."""
-
-
-def out_dir(loaded: LoadedRecipe, out: Path | None) -> Path:
-    """Where a recipe's outputs live: ``--out``, else ``build/<name>/`` under the current dir."""
-    return out if out is not None else DEFAULT_OUT / loaded.recipe.name
-
-
-def output_path(loaded: LoadedRecipe, target: str, out: Path | None = None) -> Path:
-    return out_dir(loaded, out) / f"{loaded.recipe.name}-{target}.gguf"
-
-
-def report_path(gguf_path: Path) -> Path:
-    return gguf_path.with_suffix(".build.json")
 
 
 def nearest_ftype(loaded: LoadedRecipe, plan: Plan) -> LlamaFileType:
@@ -238,9 +224,7 @@ class Builder:
             check_file_ref(path, cal.imatrix.sha256)
             return load_imatrix(path), path.name
         if cal is not None and cal.text:
-            computed = (
-                out_dir(self.loaded, self.opts.out) / f"{self.loaded.recipe.name}.imatrix.gguf"
-            )
+            computed = imatrix_path(self.loaded, self.opts.out)
             if computed.exists():
                 return load_imatrix(computed), computed.name
             raise BuildError(

@@ -37,6 +37,7 @@ from gguf.constants import GGUFValueType
 from dynq import __version__
 from dynq.errors import DynqError
 from dynq.gguf_io import GGUFFile, TensorEntry, read_gguf
+from dynq.outputs import baseline_path, eval_report_path, output_path, report_path
 from dynq.provenance import KEY_RECIPE_SHA256
 from dynq.recipe import LoadedRecipe, canonical_body
 from dynq.sources import sha256_file
@@ -54,21 +55,6 @@ _HEADER = struct.Struct("<4sIQQ")  # magic, version, n_tensors, n_kv (GGUF v2/v3
 
 _REPO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(I?B?)\s*$", re.IGNORECASE)
-
-
-# -- where dynq build put things (dynq.build's own functions, which import torch: publish
-# starts without it; tests/test_publish.py checks that the two agree) ------------------------
-
-
-def output_path(loaded: LoadedRecipe, target: str, out: Path | None = None) -> Path:
-    """``dynq.build.output_path``: ``<out or build/<name>>/<name>-<target>.gguf``."""
-    folder = out if out is not None else Path("build") / loaded.recipe.name
-    return folder / f"{loaded.recipe.name}-{target}.gguf"
-
-
-def report_path(gguf_path: Path) -> Path:
-    """``dynq.build.report_path``: the build report beside a GGUF."""
-    return gguf_path.with_suffix(".build.json")
 
 
 class PublishError(DynqError):
@@ -242,10 +228,6 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data
 
 
-def eval_report_path(gguf_path: Path) -> Path:
-    return gguf_path.with_suffix(".eval.json")
-
-
 @dataclass
 class TargetBuild:
     """A target ready to publish: its GGUF, build report and (maybe) evaluation report."""
@@ -334,13 +316,13 @@ def check_target(
 def baseline_evals(
     loaded: LoadedRecipe, build_dir: Path | None, skip: set[str]
 ) -> dict[str, tuple[Path, dict[str, Any]]]:
-    """Evaluation reports of the recipe's baselines (``<name>-<MIX>.eval.json``), if present."""
+    """Evaluation reports of the recipe's baselines (``baselines/<name>-<MIX>.eval.json``)."""
     ev = loaded.recipe.evaluation
     out: dict[str, tuple[Path, dict[str, Any]]] = {}
     for mix in ev.baselines if ev is not None else []:
         if mix in skip:
             continue
-        p = eval_report_path(output_path(loaded, mix, build_dir))
+        p = eval_report_path(baseline_path(loaded, mix, build_dir))
         if p.exists():
             out[mix] = (p, _read_json(p))
     return out

@@ -35,7 +35,8 @@ def _term_as_interrupt(signum, frame):
 
 
 def run(args: argparse.Namespace) -> int:
-    from dynq.build import Builder, BuildOptions, output_path
+    from dynq.build import Builder, BuildOptions
+    from dynq.outputs import output_path
 
     # `kill` (SIGTERM) cleans up like Ctrl-C: temp files removed, no partial output left.
     signal.signal(signal.SIGTERM, _term_as_interrupt)

@@ -71,7 +71,7 @@ class BuildScreen(ModalScreen[bool]):
                 yield Button("Overwrite (f)", id="force", variant="warning", compact=True)
 
     def on_mount(self) -> None:
-        from dynq.build import output_path
+        from dynq.outputs import output_path
 
         self.query_one("#force").display = False
         path = output_path(self.loaded, self.target, self.out)
