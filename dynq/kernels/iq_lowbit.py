@@ -491,11 +491,35 @@ def _sign_mult(bits: Tensor) -> Tensor:
     )
 
 
+class _LowBit(BlockKernel):
+    """Shared by the seven kernels: chunking. The searches' intermediates are ~100x the input,
+    so on the CPU a chunk is worked in slices of ``cpu_slice`` super-blocks, which stay in
+    cache; on a GPU the whole chunk (``chunk_elems`` times dynq's CUDA factor) goes at once."""
+
+    chunk_elems = 1 << 15
+    cpu_slice: ClassVar[int] = 16
+
+    @classmethod
+    def quantize_blocks(cls, x: Tensor, w: Tensor | None) -> Tensor:
+        s = x.shape[0]
+        k = cls.cpu_slice
+        if x.device.type != "cpu" or s <= k:
+            return cls._quantize(x, w)
+        parts = [
+            cls._quantize(x[i : i + k], None if w is None else w[i : i + k]) for i in range(0, s, k)
+        ]
+        return torch.cat(parts)
+
+    @classmethod
+    def _quantize(cls, x: Tensor, w: Tensor | None) -> Tensor:
+        raise NotImplementedError
+
+
 # ----------------------------------------------------------------------------------------------
 # IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S
 
 
-class _GridKernel(BlockKernel):
+class _GridKernel(_LowBit):
     """Shared by the IQ2/IQ3 kernels: the per-block search, parameterised per type."""
 
     name: ClassVar[str]
@@ -503,7 +527,6 @@ class _GridKernel(BlockKernel):
     kmaxq: ClassVar[int]
     parity: ClassVar[bool]
     eps: ClassVar[float]
-    chunk_elems = 1 << 12  # the searches' intermediates are ~100x the input: stay in cache
 
     @classmethod
     def _weights(cls, x: Tensor, w: Tensor | None) -> Tensor:
@@ -602,7 +625,7 @@ class IQ2_XXS(_GridKernel, qtype="iq2_xxs"):
         return scale, L, bad
 
     @classmethod
-    def quantize_blocks(cls, x: Tensor, w: Tensor | None) -> Tensor:
+    def _quantize(cls, x: Tensor, w: Tensor | None) -> Tensor:
         s = x.shape[0]
         scales, gi, signs, _ = cls._blocks(x, w)  # [S, 8], [S, 8, 4], [S, 8, 4]
         max_scale = scales.max(dim=1, keepdim=True).values.clamp(min=0)
@@ -648,7 +671,7 @@ class IQ2_XS(_GridKernel, qtype="iq2_xs"):
         return _imatrix_weights(x, w, _sigma2(x, two=False))
 
     @classmethod
-    def quantize_blocks(cls, x: Tensor, w: Tensor | None) -> Tensor:
+    def _quantize(cls, x: Tensor, w: Tensor | None) -> Tensor:
         scales, gi, signs, _ = cls._blocks(x, w)  # [S, 16], [S, 16, 2], [S, 16, 2]
         max_scale = scales.max(dim=1, keepdim=True).values.clamp(min=0)
         d, l4 = _scale_nibbles(scales, max_scale, 15)
@@ -694,7 +717,7 @@ class IQ2_S(_GridKernel, qtype="iq2_s"):
         return _imatrix_weights(x, w, sigma2)
 
     @classmethod
-    def quantize_blocks(cls, x: Tensor, w: Tensor | None) -> Tensor:
+    def _quantize(cls, x: Tensor, w: Tensor | None) -> Tensor:
         s = x.shape[0]
         scales, gi, signs, _ = cls._blocks(x, w)  # [S, 16], [S, 16, 2], [S, 16, 2]
         max_scale = scales.max(dim=1, keepdim=True).values.clamp(min=0)
@@ -747,7 +770,7 @@ class IQ3_XXS(_GridKernel, qtype="iq3_xxs"):
         return _imatrix_weights(x, w, _sigma2(x, two=True))
 
     @classmethod
-    def quantize_blocks(cls, x: Tensor, w: Tensor | None) -> Tensor:
+    def _quantize(cls, x: Tensor, w: Tensor | None) -> Tensor:
         s = x.shape[0]
         scales, gi, signs, _ = cls._blocks(x, w)  # [S, 8], [S, 8, 8], [S, 8, 4]
         max_scale = scales.max(dim=1, keepdim=True).values.clamp(min=0)
@@ -796,7 +819,7 @@ class IQ3_S(_GridKernel, qtype="iq3_s"):
         return _imatrix_weights(x, w, _sigma2(x, two=True))
 
     @classmethod
-    def quantize_blocks(cls, x: Tensor, w: Tensor | None) -> Tensor:
+    def _quantize(cls, x: Tensor, w: Tensor | None) -> Tensor:
         s = x.shape[0]
         scales, gi, signs, skip = cls._blocks(x, w)  # [S, 8], [S, 8, 8], [S, 8, 4], [S, 8]
         max_scale = scales.max(dim=1, keepdim=True).values.clamp(min=0)
@@ -921,13 +944,11 @@ def _iq1_refit(
     return torch.where(ok, sumqx / sumq2, scale)
 
 
-class IQ1_S(BlockKernel, qtype="iq1_s"):
+class IQ1_S(_LowBit, qtype="iq1_s"):
     """Bytes of ggml's ``quantize_iq1_s`` (imatrix required)."""
 
-    chunk_elems = 1 << 12  # the searches' intermediates are ~100x the input: stay in cache
-
     @classmethod
-    def quantize_blocks(cls, x: Tensor, w: Tensor | None) -> Tensor:
+    def _quantize(cls, x: Tensor, w: Tensor | None) -> Tensor:
         _need_imatrix("IQ1_S", w)
         s = x.shape[0]
         dev = x.device
@@ -1003,13 +1024,11 @@ class IQ1_S(BlockKernel, qtype="iq1_s"):
         return y.reshape(s, QK_K)
 
 
-class IQ1_M(BlockKernel, qtype="iq1_m"):
+class IQ1_M(_LowBit, qtype="iq1_m"):
     """Bytes of ggml's ``quantize_iq1_m`` (weights ``x*x`` without an imatrix)."""
 
-    chunk_elems = 1 << 12  # the searches' intermediates are ~100x the input: stay in cache
-
     @classmethod
-    def quantize_blocks(cls, x: Tensor, w: Tensor | None) -> Tensor:
+    def _quantize(cls, x: Tensor, w: Tensor | None) -> Tensor:
         s = x.shape[0]
         dev = x.device
         nb, n = 16, 16

@@ -111,17 +111,18 @@ def test_golden(qtype: str, case: str, mode: str) -> None:
 
 @pytest.mark.parametrize("qtype", TYPES)
 def test_golden_chunked_torch_input(qtype: str) -> None:
-    """Two cases stacked, as a torch tensor, in 3-row chunks (chunk borders inside cases)."""
+    """Two cases stacked, as a torch tensor, in 3-row chunks (chunk borders inside cases)
+    worked in CPU slices of 4 super-blocks (slice borders inside chunks)."""
     cases = ("edge", "smollm2")
     xs = np.concatenate([inputs()[c] for c in cases])
     ref = np.concatenate([golden(qtype)[f"{c}-imatrix"] for c in cases])
     k = base.REGISTRY[qtype]
-    old = k.chunk_elems
-    k.chunk_elems = 3 * xs.shape[1]
+    old = k.chunk_elems, k.cpu_slice
+    k.chunk_elems, k.cpu_slice = 3 * xs.shape[1], 4
     try:
         ours = kernels.quantize(torch.from_numpy(xs), qtype, inputs()["imatrix"])
     finally:
-        k.chunk_elems = old
+        k.chunk_elems, k.cpu_slice = old
     compare(xs, ours, ref, qtype, inputs()["imatrix"])
 
 
