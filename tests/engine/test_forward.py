@@ -77,3 +77,18 @@ def test_perplexity_matches_llama_cpp(run):
     ppl = math.exp(nll)
     ref = float(REF[f"{name}/f32/ppl"])
     assert abs(ppl / ref - 1) < 2e-3
+
+
+def test_gemma3_sliding_window_beyond_512_tokens(gemma3_path):
+    """One 1024-token window: Gemma 3's local layers see only the last 512 positions."""
+    model = load_model(gemma3_path)
+    tokens = torch.from_numpy(REF["gemma3/swa/tokens"].astype(np.int64))
+    tokens[:, 0] = int(model.gf.get("tokenizer.ggml.bos_token_id"))
+    h = model.hidden(tokens)
+    logq = torch.log_softmax(model.project(h[:, 512:1023]).double(), -1).numpy()
+    model.release()
+    kld = topk_kld(REF["gemma3/swa/ids"], REF["gemma3/swa/logprobs"], logq).mean()
+    top1 = (logq.argmax(-1) == REF["gemma3/swa/ids"][..., 0]).mean()
+    print(f"gemma3 ctx 1024 vs llama.cpp f32: mean KLD {kld:.2e}, top-1 {top1:.4f}")
+    assert top1 >= 0.995
+    assert kld <= 1e-4

@@ -30,6 +30,9 @@ from dynq.evaluate import LogitsBase, decode_logprobs  # noqa: E402
 
 TEXT = HERE / "texts" / "textwrap.py.txt"
 CTX, CHUNKS, TOPK = 128, 2, 32
+# Gemma 3's sliding-window layers only differ from global ones beyond 512 tokens: one window
+# of 1024 tokens of a second text, against the F32 weights only, top 16 kept.
+SWA_TEXT, SWA_CTX, SWA_TOPK = HERE / "texts" / "dpkg-triggers.txt", 1024, 16
 
 
 def models() -> dict[str, Path]:
@@ -40,18 +43,20 @@ def models() -> dict[str, Path]:
     return {"smollm2": Path(str(smol)), "gemma3": gemma}
 
 
-def run_base(bin_dir: str, model: Path, out: Path) -> float:
+def run_base(
+    bin_dir: str, model: Path, out: Path, text: Path = TEXT, ctx: int = CTX, chunks: int = CHUNKS
+) -> float:
     res = subprocess.run(
         [
             f"{bin_dir}/llama-perplexity",
             "-m",
             str(model),
             "-f",
-            str(TEXT),
+            str(text),
             "-c",
-            str(CTX),
+            str(ctx),
             "--chunks",
-            str(CHUNKS),
+            str(chunks),
             "-t",
             "2",
             "--no-escape",
@@ -92,6 +97,16 @@ def main() -> None:
                 arrays[f"{name}/{kind}/logprobs"] = np.stack(lps)
                 arrays[f"{name}/{kind}/ppl"] = np.array(ppl)
                 arrays[f"{name}/tokens"] = base.tokens.reshape(base.n_chunk, base.n_ctx)
+                kld.unlink()
+            if name == "gemma3":
+                kld = Path(tmp) / "gemma3-swa.kld"
+                ppl = run_base(args.bin, f32, kld, SWA_TEXT, SWA_CTX, 1)
+                base = LogitsBase.read(kld)
+                top = decode_logprobs(base.rows(0), base.n_vocab).topk(SWA_TOPK, dim=-1)
+                arrays["gemma3/swa/ids"] = top.indices.numpy().astype(np.int32)[None]
+                arrays["gemma3/swa/logprobs"] = top.values.numpy().astype(np.float32)[None]
+                arrays["gemma3/swa/ppl"] = np.array(ppl)
+                arrays["gemma3/swa/tokens"] = base.tokens.reshape(1, SWA_CTX)
                 kld.unlink()
             f32.unlink()
     np.savez_compressed(HERE / "reference_logits.npz", **arrays)
