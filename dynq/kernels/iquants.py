@@ -24,7 +24,7 @@ from dynq.kernels.base import (
     seq_sum,
     sqrtf,
 )
-from dynq.kernels.search import GROUP_MAX_EPS, f32, in_slices
+from dynq.kernels.search import GROUP_MAX_EPS, f32, in_slices, sequential_best
 
 __all__ = ["IQ4_NL", "IQ4_XS", "KVALUES_IQ4NL"]
 
@@ -99,15 +99,7 @@ def _block_scales_1(x: Tensor, w: Tensor) -> Tensor:
     wq.mul_(q)
     del q
     sums = seq_sum(buf)
-    sumqx, sumq2 = sums[0], sums[1]  # [T, B]
-    d = torch.where(sumq2[0] > 0, sumqx[0] / sumq2[0], torch.zeros_like(sumqx[0]))
-    best = d * sumqx[0]
-    for t in range(1, nt):
-        sqx, sq2 = sumqx[t], sumq2[t]
-        take = (sq2 > 0) & (sqx * sqx > best * sq2)
-        nd = sqx / sq2
-        d = torch.where(take, nd, d)
-        best = torch.where(take, nd * sqx, best)
+    d, _ = sequential_best(sums[0], sums[1], first_gt=True)  # sumqx, sumq2: [T, B]
     return torch.where(zero, torch.zeros_like(d), d)
 
 

@@ -78,6 +78,36 @@ def in_slices(fn, per_group: int, x: Tensor, *rest: Tensor | None, elems: int = 
     return torch.cat(parts)
 
 
+def sequential_best(sumlx: Tensor, suml2: Tensor, first_gt: bool = False) -> tuple[Tensor, Tensor]:
+    """The candidate loop shared by ``make_qx_quants`` and IQ4's search, over ``[T, B]`` sums::
+
+        scale = suml2[0] ? sumlx[0]/suml2[0] : 0;  best = scale*sumlx[0];
+        for t: if (suml2[t] > 0 && sumlx[t]*sumlx[t] > best*suml2[t])
+                   { scale = sumlx[t]/suml2[t]; best = scale*sumlx[t]; }
+
+    (IQ4's first test is ``suml2[0] > 0``: ``first_gt``.) Returns ``(scale [B], index of the
+    last candidate taken [B])``. Everything that does not depend on ``best`` is computed for all
+    candidates at once; only the comparisons run in order. (A ``best`` of ``0*sumlx`` is ±0;
+    its sign cannot change ``best*suml2 < sumlx²``.)
+    """
+    ns = sumlx / suml2  # [T, B]
+    nb = ns * sumlx
+    sq = sumlx * sumlx
+    pos = suml2 > 0
+    first = pos[0] if first_gt else suml2[0] != 0
+    best = torch.where(first, nb[0], torch.zeros_like(nb[0]))
+    idx = torch.zeros(sumlx.shape[1], dtype=torch.int64, device=sumlx.device)
+    for t in range(1, sumlx.shape[0]):
+        take = sq[t] > best * suml2[t]
+        take &= pos[t]
+        best = torch.where(take, nb[t], best)
+        idx = torch.where(take, t, idx)
+    scale = ns.gather(0, idx.view(1, -1)).squeeze(0)
+    # no candidate taken and suml2[0] == 0: the first scale is 0, not 0/0
+    scale = torch.where((idx == 0) & ~first, torch.zeros_like(scale), scale)
+    return scale, idx
+
+
 def make_qx_quants(x: Tensor, nmax: int, qw: Tensor | None) -> tuple[Tensor, Tensor]:
     """``make_qx_quants(n, nmax, x, L, rmse_type=1, qw)``: symmetric scale search.
 
@@ -117,18 +147,8 @@ def _make_qx_quants(x: Tensor, nmax: int, qw: Tensor | None) -> tuple[Tensor, Te
     sums = seq_sum(buf)
     del buf
     sumlx, suml2 = sums[0], sums[1]  # [T, B]
-    # the first candidate: scale = suml2 ? sumlx/suml2 : 0; best = scale*sumlx
-    s0 = torch.where(suml2[0] != 0, sumlx[0] / suml2[0], torch.zeros_like(amax[:, 0]))
-    scale = s0
-    best = scale * sumlx[0]
-    isc = iscale[0]
-    for t in range(1, nt):
-        slx, sl2 = sumlx[t], suml2[t]
-        take = (sl2 > 0) & (slx * slx > best * sl2)
-        new_scale = slx / sl2
-        scale = torch.where(take, new_scale, scale)
-        best = torch.where(take, new_scale * slx, best)
-        isc = torch.where(take, iscale[t], isc)
+    scale, idx = sequential_best(sumlx, suml2)
+    isc = iscale.gather(0, idx.view(1, -1)).squeeze(0)
     L = isc.view(-1, 1) * x
     L = L.round_().clamp_(-nmax, nmax - 1).to(I32) + nmax
     L = L * (~zero).to(I32).unsqueeze(1)
