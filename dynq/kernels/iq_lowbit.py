@@ -598,6 +598,8 @@ class _GridKernel(_LowBit):
 class IQ2_XXS(_GridKernel, qtype="iq2_xxs"):
     """Bytes of ggml's ``quantize_iq2_xxs`` (imatrix required)."""
 
+    cpu_slice = 64  # measured best on a 2-core VM
+
     name = "iq2_xxs"
     sub = 32
     kmaxq = 3
@@ -701,6 +703,8 @@ class IQ2_XS(_GridKernel, qtype="iq2_xs"):
 class IQ2_S(_GridKernel, qtype="iq2_s"):
     """Bytes of ggml's ``quantize_iq2_s`` (weights ``0.25*sigma2 + x*x`` without an imatrix)."""
 
+    cpu_slice = 32  # measured best on a 2-core VM
+
     name = "iq2_s"
     sub = 16
     kmaxq = 3
@@ -801,6 +805,8 @@ class IQ3_XXS(_GridKernel, qtype="iq3_xxs"):
 
 class IQ3_S(_GridKernel, qtype="iq3_s"):
     """Bytes of ggml's ``quantize_iq3_s`` (weights ``x*x`` without an imatrix)."""
+
+    cpu_slice = 32  # measured best on a 2-core VM
 
     name = "iq3_s"
     sub = 32
@@ -947,6 +953,8 @@ def _iq1_refit(
 class IQ1_S(_LowBit, qtype="iq1_s"):
     """Bytes of ggml's ``quantize_iq1_s`` (imatrix required)."""
 
+    cpu_slice = 64  # measured best on a 2-core VM
+
     @classmethod
     def _quantize(cls, x: Tensor, w: Tensor | None) -> Tensor:
         _need_imatrix("IQ1_S", w)
@@ -1026,6 +1034,8 @@ class IQ1_S(_LowBit, qtype="iq1_s"):
 
 class IQ1_M(_LowBit, qtype="iq1_m"):
     """Bytes of ggml's ``quantize_iq1_m`` (weights ``x*x`` without an imatrix)."""
+
+    cpu_slice = 64  # measured best on a 2-core VM
 
     @classmethod
     def _quantize(cls, x: Tensor, w: Tensor | None) -> Tensor:
