@@ -181,16 +181,23 @@ def quantize(
         with _threads_lock:
             threads = _threads_saved if _threads_users else torch.get_num_threads()
         workers = min(threads, len(starts))
-    if workers <= 1:
+    if dev.type != "cpu":
         for r0 in starts:
             job(r0)
-    else:
-        # Chunks in parallel Python threads (torch releases the GIL inside ops), each op on one
-        # thread: the kernels run thousands of mid-sized ops, for which intra-op threading costs
-        # more in synchronisation than it gains (and collapses on a busy machine).
-        with _single_threaded_ops(), ThreadPoolExecutor(workers) as pool:
-            for _ in pool.map(job, starts):
-                pass
+        return out
+    # On the CPU every op runs on one thread: the kernels run thousands of small and mid-sized
+    # ops, for which intra-op threading costs more in synchronisation than it gains, and on a
+    # busy machine each parallel region can wait milliseconds for its second thread (measured:
+    # a 7 ms call taking up to 3.8 s). Chunks run in parallel Python threads instead (torch
+    # releases the GIL inside ops).
+    with _single_threaded_ops():
+        if workers <= 1:
+            for r0 in starts:
+                job(r0)
+        else:
+            with ThreadPoolExecutor(workers) as pool:
+                for _ in pool.map(job, starts):
+                    pass
     return out
 
 
