@@ -5,7 +5,7 @@ float32 operations in ggml's order (see :mod:`dynq.kernels.base`):
 
 * IQ2_*/IQ3_*: per block of 16 or 32 magnitudes (signs stored apart), a few dozen trial
   scales; at each, the magnitudes are rounded to lattice levels group by group (8 or 4 values);
-  a group that lands off the lattice takes its best neighour from the lattice's neighbour list
+  a group that lands off the lattice takes its best neighbour from the lattice's neighbour list
   (:mod:`dynq.kernels.iq_grids`). The trials all run at once (an extra tensor dimension), the
   neighbour searches as one flat batch of (group, candidate) pairs;
 * IQ1_S/IQ1_M: the exhaustive search over the two split points of the sorted block (ternary
@@ -17,6 +17,10 @@ plain order, are replayed exactly by :func:`record_scan`.
 ggml refuses to quantize IQ2_XXS, IQ2_XS and IQ1_S without an importance matrix
 (``ggml_quantize_requires_imatrix``); so do these kernels (KernelError). The others use ggml's
 own fallback weights without one.
+
+Where ggml aborts (a group whose every neighbour scores NaN or infinity: weights that overflow,
+or a negative importance), these kernels take the first neighbour instead. Dequantization is
+gguf-py's ``dequantize``, bit for bit.
 """
 
 from __future__ import annotations
@@ -317,7 +321,7 @@ def grid_round(
 
     ``l = clamp(nearest_int(0.5f*(id*x - 1)), 0, kMaxQ-1)`` per element; each group of
     ``lat.group`` levels is looked up on the lattice, and a group off it replaced by its best
-    neighour at ``scale`` (weights ``waux``). Returns ``(L [N, n] levels int64, grid index
+    neighbour at ``scale`` (weights ``waux``). Returns ``(L [N, n] levels int64, grid index
     [N, G] int64, off [N, G] bool: the group was off the lattice)``.
     """
     tab = lat.on(xval.device)
