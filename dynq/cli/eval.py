@@ -1,5 +1,8 @@
-"""``dynq eval REF.gguf CANDIDATE.gguf ... --text FILE``: perplexity, KL divergence and top-1
-agreement of each candidate against the reference, chunked as ``llama-perplexity`` does."""
+"""``dynq eval REF.gguf CANDIDATE.gguf ... --text FILE`` or ``dynq eval RECIPE [--target T]``:
+perplexity, KL divergence and top-1 agreement of each candidate against the reference, chunked
+as ``llama-perplexity`` does. The recipe form scores the built targets (and, with
+``--baselines``, the llama.cpp stock mixes it names, built first if needed) against the
+recipe's source on its evaluation text, and writes an ``.eval.json`` report beside each file."""
 
 from __future__ import annotations
 
@@ -16,11 +19,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         "eval",
         help="score quantized GGUFs against a reference: PPL, KL divergence, top-1 agreement",
     )
-    p.add_argument("reference", metavar="REF.gguf", help="the reference model")
-    p.add_argument("candidates", metavar="CANDIDATE.gguf", nargs="+", help="models to score")
     p.add_argument(
-        "--text", type=Path, required=True, help="UTF-8 text (read as llama-perplexity -f does)"
+        "inputs",
+        metavar="REF.gguf CANDIDATE.gguf... | RECIPE",
+        nargs="+",
+        help="a reference and candidates, or a recipe (.toml)",
     )
+    p.add_argument("--text", type=Path, help="UTF-8 text (read as llama-perplexity -f does)")
+    p.add_argument("--target", "-t", action="append", help="recipe form: only this target")
+    p.add_argument(
+        "--baselines", action="store_true", help="recipe form: also score its stock baselines"
+    )
+    p.add_argument("--out", type=Path, help="recipe form: where the builds are (build/<name>/)")
     p.add_argument("--ctx", type=int, default=512, help="tokens per chunk (default 512)")
     p.add_argument("--chunks", type=int, default=-1, help="score the first N chunks (default: all)")
     p.add_argument("--format", choices=("table", "json"), default="table")
@@ -39,10 +49,58 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from dynq.evaluate import evaluate, read_text
-
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise DynqError(f"--device {args.device}: CUDA is not available in this torch build")
+    if args.inputs[0].endswith(".toml"):
+        return run_recipe(args)
+    if len(args.inputs) < 2 or args.text is None:
+        raise DynqError("dynq eval needs REF.gguf CANDIDATE.gguf... --text FILE, or a RECIPE")
+    args.reference, args.candidates = args.inputs[0], args.inputs[1:]
+    return run_files(args)
+
+
+def run_recipe(args: argparse.Namespace) -> int:
+    from dynq.build import BuildOptions
+    from dynq.compare import build_baselines, compare_rows, evaluate_files, render_table
+    from dynq.outputs import output_path
+    from dynq.recipe import load_recipe
+
+    if len(args.inputs) > 1 or args.text is not None:
+        raise DynqError("the recipe form takes one RECIPE and its own evaluation text")
+    loaded = load_recipe(args.inputs[0])
+    names = args.target or list(loaded.recipe.targets)
+    files = {n: output_path(loaded, n, args.out) for n in names}
+    if args.baselines:
+
+        def warn(m: str) -> None:
+            print(f"warning: {m}", file=sys.stderr)
+
+        opts = BuildOptions(out=args.out, device=None if args.device == "cpu" else args.device)
+        for path in build_baselines(loaded, opts, warn):
+            files[f"llama.cpp:{path.stem.removeprefix(loaded.recipe.name + '-')}"] = path
+
+    def progress(msg: str) -> None:
+        if not args.quiet:
+            print(msg, file=sys.stderr)
+
+    reports = evaluate_files(
+        loaded,
+        files,
+        args.out,
+        device=args.device,
+        chunks=None if args.chunks < 0 else args.chunks,
+        progress=progress,
+    )
+    if args.format == "json":
+        print(json.dumps(reports, indent=1))
+    else:
+        sys.stdout.write(render_table(compare_rows(loaded, args.out)))
+    return 0
+
+
+def run_files(args: argparse.Namespace) -> int:
+    from dynq.evaluate import evaluate, read_text
+
     for p in [args.reference, *args.candidates]:
         if not Path(p).exists():
             raise DynqError(f"{p}: file not found")
