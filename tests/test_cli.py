@@ -162,3 +162,25 @@ def test_diff_against_git_rev(dynq, write_recipe):
     assert "1.0.0 -> 1.1.0" in r.out and "blk.0-2.ffn_down.weight: q6_k → q8_0" in r.out
     r = dynq("diff", p, "--rev", "nosuchrev")
     assert r.code == 2 and "--rev nosuchrev" in r.err
+
+
+def test_compare_marks_pareto_front(dynq, tmp_path):
+    """compare reads .eval.json reports beside the builds; sizes fall back to the Plan."""
+    out = tmp_path / "out"
+    (out / "baselines").mkdir(parents=True)
+    reports = {
+        out / "smollm2-135m-UD-Q2_K_XL.eval.json": (90_000_000, 0.30),
+        out / "smollm2-135m-UD-Q4_K_XL.eval.json": (106_000_000, 0.05),
+        out / "smollm2-135m-UD-Q3_K_XL.eval.json": (96_000_000, 0.40),  # dominated
+    }
+    for path, (size, kld) in reports.items():
+        path.write_text(json.dumps({"file_size": size, "bpw": size * 8 / 134_515_008,
+                                    "mean_kld": kld, "p99_kld": kld * 5, "ppl": 20.0,
+                                    "top1_agreement": 0.9}))
+    r = dynq("compare", REGISTRY / "smollm2-135m.toml", "--out", out, "-f", "json",
+             "--plot", tmp_path / "plot.svg")
+    assert r.code == 0, r.err
+    rows = {row["target"]: row for row in json.loads(r.out)}
+    assert rows["UD-Q2_K_XL"]["pareto"] and rows["UD-Q4_K_XL"]["pareto"]
+    assert not rows["UD-Q3_K_XL"]["pareto"]
+    assert "<svg" in (tmp_path / "plot.svg").read_text()

@@ -40,13 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"dynq {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"dynq.cli.{name}")
-        except ModuleNotFoundError as e:
-            if e.name != f"dynq.cli.{name}":
-                raise
-            continue  # a command whose module is not in this tree yet
-        module.register(sub)
+        importlib.import_module(f"dynq.cli.{name}").register(sub)
     return parser
 
 
