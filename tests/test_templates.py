@@ -412,19 +412,21 @@ def test_tool_call_arguments_as_objects_when_the_template_needs_them():
 
 
 # -- live cross-check against llama.cpp's own engine -------------------------------------------
-# DYNQ_JINJA_RENDER: a jinja_render binary (tests/data/templates/build_jinja_render.sh), which
-# renders with llama.cpp's common/jinja. Our jinja2 renders must equal its output, and every
-# construct flagged for "jinja" must fail (or render differently) there.
+# DYNQ_JINJA_RENDER / DYNQ_MINJA_RENDER: a renderer program the maintainer builds outside this
+# repository against llama.cpp's common/jinja or minja (none is kept here: no llama.cpp code,
+# binary or build script is committed). Protocol: `RENDERER TEMPLATE.jinja CONTEXT.json` prints
+# the render on stdout and exits 0, or prints the engine's error and exits non-zero. Our jinja2
+# renders must equal its output, and every construct flagged for an engine must fail there.
 
 RENDERERS = {
-    "jinja": os.environ.get("DYNQ_JINJA_RENDER"),  # build_jinja_render.sh
-    "minja": os.environ.get("DYNQ_MINJA_RENDER"),  # build_minja_render.sh
+    "jinja": os.environ.get("DYNQ_JINJA_RENDER"),
+    "minja": os.environ.get("DYNQ_MINJA_RENDER"),
 }
 
 
 def _need(engine: str) -> None:
     if not RENDERERS[engine]:
-        pytest.skip(f"DYNQ_{engine.upper()}_RENDER not set (tests/data/templates/build_*.sh)")
+        pytest.skip(f"DYNQ_{engine.upper()}_RENDER not set (a renderer built outside the repo)")
 
 
 def _live(engine: str, src: str, ctx: dict, tmp_path: Path) -> tuple[int, str]:
