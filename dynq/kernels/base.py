@@ -34,6 +34,7 @@ __all__ = [
     "REGISTRY",
     "BlockKernel",
     "Kernel",
+    "divc",
     "first_abs_max",
     "first_min",
     "fp16_bytes",
@@ -43,6 +44,7 @@ __all__ = [
     "roundf",
     "seq_sum",
     "sqrtf",
+    "trunc_i32",
 ]
 
 REGISTRY: dict[str, type[Kernel]] = {}
@@ -189,6 +191,30 @@ def rdiv(c: float, t: Tensor) -> Tensor:
     exactly representable in float32 (an int constant, or a value read from a float32 tensor).
     """
     return torch.div(torch.tensor(c, dtype=F32, device=t.device), t)
+
+
+def divc(t: Tensor, c: float) -> Tensor:
+    """``t / c`` as one true float32 division, on every device.
+
+    torch on CUDA turns ``t / python_scalar`` (and ``t / cpu_scalar_tensor``) into
+    ``t * (1/c)``, which is an ulp off now and then; a 0-dim tensor on ``t``'s device divides for
+    real. ``c`` must be exactly representable in float32.
+    """
+    return torch.div(t, torch.tensor(c, dtype=F32, device=t.device))
+
+
+_INT32_RANGE = 2147483648.0  # 2**31
+
+
+def trunc_i32(v: Tensor) -> Tensor:
+    """C's float → int conversion as ggml's x86 builds do it (``cvttss2si``): truncation toward
+    zero, and ``INT32_MIN`` for NaN, ±inf and values outside int32 (undefined in C, but that is
+    what ggml's reference bytes hold). torch's ``.to(int32)`` does this on the CPU; on CUDA it
+    saturates instead. A C cast to a narrower int (``(int8_t)f``) is this, then the low bits:
+    ``trunc_i32(v).to(torch.int8)``.
+    """
+    ok = (v >= -_INT32_RANGE) & (v < _INT32_RANGE)
+    return torch.where(ok, v, -_INT32_RANGE).to(I32)
 
 
 def sqrtf(v: Tensor) -> Tensor:

@@ -38,6 +38,7 @@ from dynq.kernels.base import (
     BlockKernel,
     bits_to_bytes,
     bytes_to_bits,
+    divc,
     fp16_bytes,
     fp16_from_bytes,
     nearest_int,
@@ -63,12 +64,6 @@ IQ1_DELTA = 0.125
 
 # ----------------------------------------------------------------------------------------------
 # shared pieces
-
-
-def divc(t: Tensor, c: float) -> Tensor:
-    """``t / c`` as a true float32 division (torch on CUDA turns ``t / python_scalar`` into
-    ``t * (1/c)``; a 0-dim tensor on ``t``'s device divides for real)."""
-    return torch.div(t, f32(c, t))
 
 
 def record_scan(num: Tensor, den: Tensor, val: Tensor, best: Tensor) -> tuple[Tensor, Tensor]:

@@ -10,6 +10,7 @@ from dynq.kernels.base import (
     I32,
     U8,
     BlockKernel,
+    divc,
     first_abs_max,
     fp16_bytes,
     fp16_from_bytes,
@@ -185,8 +186,8 @@ class _Q45K(BlockKernel):
             inv_min = torch.where(max_min > 0, rdiv(63, max_min), torch.zeros_like(max_min))
             ls = (nearest_int(inv_scale * scales) & 0xFF).clamp_(max=63)
             lm = (nearest_int(inv_min * mins) & 0xFF).clamp_(max=63)
-            d = max_scale / 63
-            dmin = max_min / 63
+            d = divc(max_scale, 63)
+            dmin = divc(max_min, 63)
         else:
             sigma2 = 2 * _sum_x2(x) / QK_K  # [S, 1]
             weights = _imatrix_weights(x, w, sigma2).reshape(s * 8, 32)
@@ -341,8 +342,8 @@ class Q2_K(BlockKernel, qtype="q2_k"):
             lm = nearest_int(rdiv(15, max_min) * mins)
             ls = torch.where(has_s, ls, torch.zeros_like(ls))
             byte = torch.where(has_m, ls | (lm << 4), ls) & 0xFF
-            d = torch.where(has_s, max_scale / 15, torch.zeros_like(max_scale))
-            dmin = torch.where(has_m, max_min / 15, torch.zeros_like(max_min))
+            d = torch.where(has_s, divc(max_scale, 15), torch.zeros_like(max_scale))
+            dmin = torch.where(has_m, divc(max_min, 15), torch.zeros_like(max_min))
         else:
             sigma2 = _sum_x2(x) / QK_K
             weights = _imatrix_weights(x, w, sigma2).reshape(s * 16, 16)

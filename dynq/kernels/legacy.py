@@ -12,6 +12,7 @@ from dynq.kernels.base import (
     BlockKernel,
     bits_to_bytes,
     bytes_to_bits,
+    divc,
     first_abs_max,
     first_min,
     fp16_bytes,
@@ -20,6 +21,7 @@ from dynq.kernels.base import (
     roundf,
     seq_sum,
     sqrtf,
+    trunc_i32,
 )
 from dynq.kernels.search import make_qkx_quants, make_qx_quants
 
@@ -34,7 +36,7 @@ def _inv(d: Tensor) -> Tensor:
 def _row_sigma2(x: Tensor) -> Tensor:
     """``sum_x2/n_per_row``, ``sum_x2`` accumulated left to right over the row → ``[rows, 1]``."""
     xt = x.t()
-    return (seq_sum(xt * xt) / x.shape[1]).unsqueeze(1)
+    return divc(seq_sum(xt * xt), x.shape[1]).unsqueeze(1)
 
 
 def _row_weights(x: Tensor, w: Tensor) -> Tensor:
@@ -71,8 +73,8 @@ class Q8_0(BlockKernel, qtype="q8_0"):
     @classmethod
     def quantize_blocks(cls, x: Tensor, w: Tensor | None) -> Tensor:
         amax = x.abs().max(dim=1, keepdim=True).values
-        d = amax / 127
-        q = roundf(x * _inv(d)).to(torch.int8)
+        d = divc(amax, 127)
+        q = trunc_i32(roundf(x * _inv(d))).to(torch.int8)
         return torch.cat([fp16_bytes(d), q.view(U8)], dim=1)
 
     @classmethod
@@ -99,8 +101,8 @@ class Q4_0(BlockKernel, qtype="q4_0"):
     @classmethod
     def quantize_blocks(cls, x: Tensor, w: Tensor | None) -> Tensor:
         _, mx = first_abs_max(x)
-        d = mx / -8
-        xi = (x * _inv(d) + 8.5).to(I32).clamp_(max=15)
+        d = divc(mx, -8)
+        xi = trunc_i32(x * _inv(d) + 8.5).clamp_(max=15)
         return torch.cat([fp16_bytes(d), _nibbles(xi)], dim=1)
 
     @classmethod
@@ -134,9 +136,9 @@ class Q4_1(BlockKernel, qtype="q4_1"):
     def quantize_blocks(cls, x: Tensor, w: Tensor | None) -> Tensor:
         mn = first_min(x)
         mx = x.max(dim=1, keepdim=True).values
-        d = (mx - mn) / cls.nmax
+        d = divc(mx - mn, cls.nmax)
         x0 = (x - mn) * _inv(d)
-        xi = (x0 + 0.5).to(I32)
+        xi = trunc_i32(x0 + 0.5)
         if cls.nmax == 15:
             xi = xi.clamp_(max=15)
         return cls._pack(d, mn, xi)
@@ -170,8 +172,8 @@ class Q5_0(BlockKernel, qtype="q5_0"):
     @classmethod
     def quantize_blocks(cls, x: Tensor, w: Tensor | None) -> Tensor:
         _, mx = first_abs_max(x)
-        d = mx / -16
-        xi = (x * _inv(d) + 16.5).to(I32).clamp_(max=31)
+        d = divc(mx, -16)
+        xi = trunc_i32(x * _inv(d) + 16.5).clamp_(max=31)
         return cls._pack(d, xi)
 
     @classmethod

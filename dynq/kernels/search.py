@@ -16,7 +16,16 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from dynq.kernels.base import F32, I32, first_abs_max, first_min, nearest_int, rdiv, seq_sum
+from dynq.kernels.base import (
+    F32,
+    I32,
+    first_abs_max,
+    first_min,
+    nearest_int,
+    rdiv,
+    seq_sum,
+    trunc_i32,
+)
 
 __all__ = [
     "f32",
@@ -56,6 +65,8 @@ def first_strict_min(err: Tensor) -> Tensor:
 #: elements of a ``[n, T, B]`` candidate tensor worth processing at once: big enough to amortise
 #: the per-op overhead, small enough to stay in cache (measured on a 2-core AVX-512 machine)
 TRIAL_ELEMS = 1 << 19
+#: how many times more a slice holds on a GPU, where launches, not caches, are the cost
+CUDA_TRIAL_FACTOR = 512
 
 
 def in_slices(fn, per_group: int, x: Tensor, *rest: Tensor | None, elems: int = 0):  # type: ignore[no-untyped-def]
@@ -64,8 +75,8 @@ def in_slices(fn, per_group: int, x: Tensor, *rest: Tensor | None, elems: int = 
     (tuples too)."""
     b = x.shape[0]
     elems = elems or TRIAL_ELEMS
-    if x.device.type != "cpu":  # a GPU wants big tensors: launches, not caches, are the cost
-        elems *= 64
+    if x.device.type != "cpu":
+        elems *= CUDA_TRIAL_FACTOR
     step = max(64, elems // per_group)
     if b <= step:
         return fn(x, *rest)
@@ -150,7 +161,7 @@ def _make_qx_quants(x: Tensor, nmax: int, qw: Tensor | None) -> tuple[Tensor, Te
     scale, idx = sequential_best(sumlx, suml2)
     isc = iscale.gather(0, idx.view(1, -1)).squeeze(0)
     L = isc.view(-1, 1) * x
-    L = L.round_().clamp_(-nmax, nmax - 1).to(I32) + nmax
+    L = trunc_i32(L.round_().clamp_(-nmax, nmax - 1)) + nmax
     L = L * (~zero).to(I32).unsqueeze(1)
     scale = torch.where(zero, torch.zeros_like(scale), scale)
     return scale, L
@@ -220,7 +231,7 @@ def make_qkx_quants(
         best = torch.where(take, err, best)
         scale = torch.where(take, this_scale, scale)
         mn = torch.where(take, this_min, mn)
-    L = _levels(best_is, xt, best_mn, nmax).to(I32).t()
+    L = trunc_i32(_levels(best_is, xt, best_mn, nmax)).t()
     # a flat group: L = 0, scale 0, the_min = -min
     L = torch.where(flat.unsqueeze(1), torch.zeros_like(L), L)
     scale = torch.where(flat, torch.zeros_like(scale), scale)
@@ -279,7 +290,7 @@ def make_qp_quants(x: Tensor, nmax: int, w: Tensor) -> tuple[Tensor, Tensor]:
     suml2 = seq_sum(wt * lf * lf)
     Lf, sumlx, suml2 = _descend(xt, wt, wx, Lf, sumlx, suml2, None, nmax, qp=True)
     scale = torch.where(suml2 > 0, sumlx / suml2, torch.zeros_like(sumlx))
-    L = Lf.to(I32).t()
+    L = trunc_i32(Lf).t()
     L = torch.where(zero.unsqueeze(1), torch.zeros_like(L), L)
     scale = torch.where(zero, torch.zeros_like(scale), scale)
     return scale, L
@@ -301,7 +312,7 @@ def make_q3_quants(x: Tensor, nmax: int) -> tuple[Tensor, Tensor]:
     suml2 = seq_sum(wt * Lf * Lf)
     Lf, sumlx, suml2 = _descend(xt, wt, wx, Lf, sumlx, suml2, -nmax, nmax - 1, qp=False)
     scale = torch.where(suml2 > 0, sumlx / suml2, torch.zeros_like(sumlx))
-    L = Lf.to(I32).t() + nmax
+    L = trunc_i32(Lf).t() + nmax
     L = torch.where(zero.unsqueeze(1), torch.zeros_like(L), L)
     scale = torch.where(zero, torch.zeros_like(scale), scale)
     return scale, L

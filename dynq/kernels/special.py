@@ -16,6 +16,7 @@ from dynq.kernels.base import (
     fp16_from_bytes,
     pack_nibbles,
     seq_sum,
+    trunc_i32,
 )
 
 __all__ = ["KVALUES_MXFP4", "MXFP4", "Q1_0"]
@@ -50,7 +51,7 @@ class MXFP4(BlockKernel, qtype="mxfp4"):
         ax = x.abs()
         amax = ax.max(dim=1, keepdim=True).values
         lg = torch.floor(torch.log2(amax.to(torch.float64)).to(F32))
-        e = torch.where(amax > 0, (lg - 2 + 127).to(I32) & 0xFF, torch.zeros_like(lg, dtype=I32))
+        e = torch.where(amax > 0, trunc_i32(lg - 2 + 127) & 0xFF, torch.zeros_like(lg, dtype=I32))
         d = e8m0_to_fp32_half(e)  # [B, 1], a power of two
         # best_index_mxfp4 scans the 16 values for the first smallest |kv*d - x|. Near a decision
         # boundary both differences are exact (Sterbenz), so this is nearest-value on |x|/d

@@ -5,7 +5,16 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from dynq.kernels.base import F32, I32, U8, BlockKernel, fp16_bytes, fp16_from_bytes, roundf
+from dynq.kernels.base import (
+    F32,
+    I32,
+    U8,
+    BlockKernel,
+    fp16_bytes,
+    fp16_from_bytes,
+    roundf,
+    trunc_i32,
+)
 
 __all__ = ["TQ1_0", "TQ2_0"]
 
@@ -14,7 +23,7 @@ def _trits(x: Tensor) -> tuple[Tensor, Tensor]:
     """``d = amax``, ``lroundf(x/d) + 1`` in {0, 1, 2} (int32) for ``x`` ``[S, 256]``."""
     d = x.abs().max(dim=1, keepdim=True).values
     idv = torch.where(d != 0, 1 / d, torch.zeros_like(d))
-    return d, roundf(x * idv).to(I32) + 1
+    return d, trunc_i32(roundf(x * idv)) + 1
 
 
 def _ceil_div_243(q: Tensor) -> Tensor:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from functools import cache
 from pathlib import Path
 
 import numpy as np
 
 from dynq import kernels, qtypes
+
+#: where the golden and property tests quantize: DYNQ_TEST_DEVICE=cuda runs them on a GPU
+DEVICE = os.environ.get("DYNQ_TEST_DEVICE", "cpu")
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "kernels"
 

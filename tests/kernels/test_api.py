@@ -107,3 +107,20 @@ def test_dequantize_checks() -> None:
         kernels.dequantize(np.zeros(34, np.uint8), "q8_0", [33])
     y = kernels.dequantize(bytes(34 * 2), "q8_0", [64])
     assert y.shape == (64,) and y.dtype == np.float32 and not y.any()
+
+
+@pytest.mark.parametrize("with_imatrix", [False, True])
+def test_weighted_error_matches_numpy(with_imatrix: bool) -> None:
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((9, 512)).astype(np.float32)
+    keep = x.copy()
+    w = np.exp(rng.standard_normal(512)).astype(np.float32) if with_imatrix else None
+    q = kernels.quantize(x, "q4_k", w)
+    num, den = kernels.weighted_error(x, q, "q4_k", w)
+    y = kernels.dequantize(q, "q4_k", [512, 9]).astype(np.float64)
+    ww = np.ones(512) if w is None else w.astype(np.float64)
+    assert num == pytest.approx(float((ww * (x - y) ** 2).sum()), rel=1e-6)
+    assert den == pytest.approx(float((ww * x.astype(np.float64) ** 2).sum()), rel=1e-6)
+    np.testing.assert_array_equal(x, keep)  # the input is not touched
+    with pytest.raises(KernelError, match="bytes do not hold"):
+        kernels.weighted_error(x, q[:-1], "q4_k")

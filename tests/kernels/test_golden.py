@@ -6,7 +6,7 @@ import pytest
 
 from dynq import kernels
 
-from ._util import CASES, TYPES, compare, golden, inputs
+from ._util import CASES, DEVICE, TYPES, compare, golden, inputs
 
 PARAMS = [
     pytest.param(t, c, im, id=f"{t}-{c}-{'imatrix' if im else 'plain'}")
@@ -21,7 +21,7 @@ def test_golden(qtype: str, case: str, with_imatrix: bool) -> None:
     x = inputs()[case]
     w = inputs()["imatrix"] if with_imatrix else None
     ref = golden(qtype)[f"{case}-imatrix" if with_imatrix else case]
-    ours = kernels.quantize(x, qtype, w)
+    ours = kernels.quantize(x, qtype, w, device=DEVICE)
     compare(x, ours, ref, qtype, w)
 
 
@@ -39,7 +39,7 @@ def test_golden_whole_tensor_torch_input(qtype: str) -> None:
     old = k.chunk_elems
     k.chunk_elems = 3 * xs.shape[1]  # 3 rows per chunk: chunk borders inside every case
     try:
-        ours = kernels.quantize(torch.from_numpy(xs), qtype)
+        ours = kernels.quantize(torch.from_numpy(xs), qtype, device=DEVICE)
     finally:
         k.chunk_elems = old
     compare(xs, ours, ref, qtype, None)

@@ -23,6 +23,8 @@ from dynq.errors import KernelError
 from dynq.kernels import base, iq_grids
 from dynq.kernels.iq_lowbit import record_scan
 
+from ._util import DEVICE
+
 DATA = Path(__file__).resolve().parents[1] / "data" / "kernels"
 
 TYPES = ("iq2_xxs", "iq2_xs", "iq2_s", "iq3_xxs", "iq3_s", "iq1_s", "iq1_m")
@@ -105,7 +107,7 @@ def test_golden(qtype: str, case: str, mode: str) -> None:
     x = inputs()[case]
     w = _imatrix(mode)
     key = case if mode == "plain" else f"{case}-{mode}"
-    ours = kernels.quantize(x, qtype, w)
+    ours = kernels.quantize(x, qtype, w, device=DEVICE)
     compare(x, ours, golden(qtype)[key], qtype, w)
 
 
@@ -120,7 +122,7 @@ def test_golden_chunked_torch_input(qtype: str) -> None:
     old = k.chunk_elems, k.cpu_slice
     k.chunk_elems, k.cpu_slice = 3 * xs.shape[1], 4
     try:
-        ours = kernels.quantize(torch.from_numpy(xs), qtype, inputs()["imatrix"])
+        ours = kernels.quantize(torch.from_numpy(xs), qtype, inputs()["imatrix"], device=DEVICE)
     finally:
         k.chunk_elems, k.cpu_slice = old
     compare(xs, ours, ref, qtype, inputs()["imatrix"])

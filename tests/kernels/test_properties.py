@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from dynq import kernels, qtypes
 
-from ._util import TYPES
+from ._util import DEVICE, TYPES
 
 #: max |x - dequantize(quantize(x))| over a block, as a fraction of the block's max |x|, for
 #: well-scaled blocks without an imatrix (an imatrix may trade some elements for others)
@@ -66,7 +66,7 @@ def rows(draw: st.DrawFn) -> np.ndarray:
 
 def _check(qtype: str, x: np.ndarray, w: np.ndarray | None) -> None:
     T = qtypes.get(qtype)
-    q = kernels.quantize(x, qtype, w)
+    q = kernels.quantize(x, qtype, w, device=DEVICE)
     assert q.shape == (2 * T.row_bytes(N),)
     y = kernels.dequantize(q, qtype, [N, 2])
     assert np.isfinite(y).all()
@@ -105,9 +105,9 @@ def test_round_trip_imatrix(qtype: str, x: np.ndarray, wseed: int) -> None:
 @pytest.mark.parametrize("qtype", ALL)
 def test_zero_and_constant_rows(qtype: str) -> None:
     x = np.zeros((2, N), np.float32)
-    y = kernels.dequantize(kernels.quantize(x, qtype), qtype, [N, 2])
+    y = kernels.dequantize(kernels.quantize(x, qtype, device=DEVICE), qtype, [N, 2])
     assert not y.any()
     x = np.full((2, N), 0.75, np.float32)
     x[1] = -2.5
-    y = kernels.dequantize(kernels.quantize(x, qtype), qtype, [N, 2])
+    y = kernels.dequantize(kernels.quantize(x, qtype, device=DEVICE), qtype, [N, 2])
     assert np.abs(y - x).max() <= REL_BOUND[qtype] * 2.5 + 1e-6
