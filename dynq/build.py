@@ -23,10 +23,11 @@ import numpy as np
 from gguf.constants import GGUFValueType, LlamaFileType
 
 from dynq import __version__, kernels, qtypes, stock
+from dynq.calibration import compute_imatrix, is_current
 from dynq.errors import DynqError, SourceError
 from dynq.fsutil import atomic_path, atomic_write_text
 from dynq.gguf_io import GGUFFile, TensorEntry, inventory_of, read_gguf
-from dynq.imatrix_file import Imatrix, load_imatrix
+from dynq.imatrix_file import Imatrix, load_imatrix, save_imatrix
 from dynq.outputs import imatrix_path, output_path, report_path
 from dynq.plan import Plan, PlannedTensor, Resolver
 from dynq.provenance import (
@@ -194,11 +195,16 @@ class Builder:
     """Builds some or all targets of one recipe in one pass over the source."""
 
     def __init__(
-        self, loaded: LoadedRecipe, opts: BuildOptions, warn: Callable[[str], None] = lambda m: None
+        self,
+        loaded: LoadedRecipe,
+        opts: BuildOptions,
+        warn: Callable[[str], None] = lambda m: None,
+        say: Callable[[str], None] = lambda m: None,
     ) -> None:
         self.loaded = loaded
         self.opts = opts
         self.warn = warn
+        self.say = say
         self.resolver = Resolver(loaded)
         recipe = loaded.recipe
         self.targets = opts.targets or list(recipe.targets)
@@ -229,11 +235,16 @@ class Builder:
         if cal is not None and cal.text:
             computed = imatrix_path(self.loaded, self.opts.out)
             if computed.exists():
-                return load_imatrix(computed), computed.name
-            raise BuildError(
-                f"{self.loaded.path}: calibration: no imatrix yet at {computed}; "
-                f"run: dynq imatrix {self.loaded.path}"
-            )
+                im = load_imatrix(computed)
+                if is_current(self.loaded, im):
+                    return im, computed.name
+                self.say(f"{computed}: made from other calibration settings; computing it again")
+            else:
+                self.say(f"computing the importance matrix from the calibration text: {computed}")
+            im = compute_imatrix(self.loaded, device=self.opts.device or "cpu", progress=self.say)
+            computed.parent.mkdir(parents=True, exist_ok=True)
+            save_imatrix(computed, im)
+            return im, computed.name
         return None, None
 
     def _check_kernels(self) -> None:

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -21,53 +19,7 @@ import torch
 from dynq.engine.gguf_file import GGUFFile
 from dynq.engine.model import load_model
 from dynq.evaluate import make_chunks, tokenize_text
-
-
-@dataclass
-class IMatrix:
-    """Per weight name: sum of squared inputs per column (float64) and token count."""
-
-    sums: dict[str, np.ndarray] = field(default_factory=dict)
-    counts: dict[str, int] = field(default_factory=dict)
-    chunk_count: int = 0
-    chunk_size: int = 0
-    datasets: list[str] = field(default_factory=list)
-
-    def mean(self, name: str) -> np.ndarray:
-        """The per-column mean of squares (what llama-quantize uses as importance)."""
-        return self.sums[name] / max(1, self.counts[name])
-
-    def write(self, path: str | os.PathLike[str]) -> None:
-        import gguf
-
-        w = gguf.GGUFWriter(str(path), arch="imatrix")
-        w.add_string("general.type", "imatrix")
-        w.add_array("imatrix.datasets", self.datasets or [""])
-        w.add_uint32("imatrix.chunk_count", self.chunk_count)
-        w.add_uint32("imatrix.chunk_size", self.chunk_size)
-        for name in sorted(self.sums):
-            w.add_tensor(f"{name}.in_sum2", self.sums[name].astype(np.float32)[None, :])
-            w.add_tensor(f"{name}.counts", np.array([[self.counts[name]]], dtype=np.float32))
-        w.write_header_to_file()
-        w.write_kv_data_to_file()
-        w.write_tensors_to_file()
-        w.close()
-
-    @classmethod
-    def read(cls, path: str | os.PathLike[str]) -> IMatrix:
-        """Read a GGUF imatrix (llama-imatrix's or dynq's)."""
-        gf = GGUFFile(path)
-        im = cls(
-            chunk_count=int(gf.get("imatrix.chunk_count", 0)),
-            chunk_size=int(gf.get("imatrix.chunk_size", 0)),
-            datasets=list(gf.get("imatrix.datasets", []) or []),
-        )
-        for t in gf.tensors:
-            if t.endswith(".in_sum2"):
-                name = t[: -len(".in_sum2")]
-                im.sums[name] = np.frombuffer(gf.raw(t), np.float32).astype(np.float64)
-                im.counts[name] = int(np.frombuffer(gf.raw(f"{name}.counts"), np.float32)[0])
-        return im
+from dynq.imatrix_file import Imatrix
 
 
 def collect_imatrix(
@@ -80,7 +32,7 @@ def collect_imatrix(
     process_output: bool = False,
     dataset: str = "",
     progress: Callable[[str], None] | None = None,
-) -> IMatrix:
+) -> Imatrix:
     """Run the model over the chunks, accumulating each layer matrix's input statistics."""
     gf = GGUFFile(model_path)
     model = load_model(gf, device)
@@ -113,24 +65,10 @@ def collect_imatrix(
         if progress:
             progress(f"imatrix: {min(c0 + batch, n)}/{n} chunks")
     model.hook = None
-    return IMatrix(
-        sums={k: v.cpu().numpy() for k, v in sums.items()},
-        counts=counts,
+    return Imatrix(
+        sums={k: v.cpu().numpy()[None, :] for k, v in sums.items()},
+        counts={k: np.array([c], dtype=np.int64) for k, c in counts.items()},
+        datasets=[dataset] if dataset else [],
         chunk_count=n,
         chunk_size=ctx,
-        datasets=[dataset] if dataset else [],
     )
-
-
-def compare(a: IMatrix, b: IMatrix) -> dict[str, float]:
-    """Per tensor, the relative difference of the per-column means of squares (L1 over L1)."""
-    out = {}
-    for name in sorted(set(a.sums) & set(b.sums)):
-        ma, mb = a.mean(name), b.mean(name)
-        out[name] = float(np.abs(ma - mb).sum() / max(np.abs(mb).sum(), 1e-30))
-    return out
-
-
-def write_imatrix(path: str | os.PathLike[str], im: IMatrix) -> Path:
-    im.write(path)
-    return Path(path)

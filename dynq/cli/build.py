@@ -53,7 +53,12 @@ def run(args: argparse.Namespace) -> int:
         imatrix=args.imatrix,
         force=args.force,
     )
-    builder = Builder(loaded, opts, warn=lambda m: err.print(f"[yellow]warning:[/yellow] {m}"))
+    builder = Builder(
+        loaded,
+        opts,
+        warn=lambda m: err.print(f"[yellow]warning:[/yellow] {m}"),
+        say=lambda m: err.print(m, highlight=False),
+    )
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),

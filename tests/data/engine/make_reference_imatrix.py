@@ -22,7 +22,7 @@ import numpy as np
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE.parent.parent.parent))
-from dynq.imatrix import IMatrix  # noqa: E402
+from dynq.imatrix_file import load_imatrix  # noqa: E402
 from tests.data.engine.make_reference_logits import models  # noqa: E402
 
 TEXT = HERE / "texts" / "textwrap.py.txt"
@@ -65,13 +65,13 @@ def main() -> None:
                     check=True,
                     capture_output=True,
                 )
-                im = IMatrix.read(out)
+                im = load_imatrix(out)
                 n_layer = 1 + max(int(k.split(".")[1]) for k in im.sums)
                 keep = {0, n_layer // 2, n_layer - 1}
                 for k in im.sums:
                     if int(k.split(".")[1]) in keep:
-                        arrays[f"{name}/{kind}/{k}/in_sum2"] = im.sums[k].astype(np.float32)
-                        arrays[f"{name}/{kind}/{k}/counts"] = np.array(im.counts[k])
+                        arrays[f"{name}/{kind}/{k}/in_sum2"] = im.sums[k][0].astype(np.float32)
+                        arrays[f"{name}/{kind}/{k}/counts"] = np.array(im.counts[k][0])
             f32.unlink()
     np.savez_compressed(HERE / "reference_imatrix.npz", **arrays)
 

@@ -1,0 +1,105 @@
+"""``dynq imatrix RECIPE``: the recipe's calibration text (conversations rendered through the
+model's chat template) run through its source model; ``dynq build`` computes it when missing."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from dynq.calibration import CalibrationError, calibration_tokens, is_current
+from dynq.engine.tokenizer import load_tokenizer
+from dynq.imatrix_file import load_imatrix
+from dynq.recipe import load_recipe
+from dynq.sources import sha256_file
+
+ROOT = Path(__file__).resolve().parents[2]
+REGISTRY = ROOT / "registry"
+CONVERSATIONS = REGISTRY / "calibration" / "chat-code-v1.jsonl"
+
+
+def _recipe(dir: Path, source: Path, cal_file: Path, chunks: int = 2) -> Path:
+    shutil.copy(REGISTRY / "inventories" / "smollm2-135m.json", dir / "inv.json")
+    p = dir / "cal.toml"
+    p.write_text(
+        f"""schema_version = 1
+name = "cal"
+version = "1.0.0"
+description = "calibration test"
+
+[model]
+arch = "llama"
+source = "{source}"
+source_quantized = true
+inventory = "inv.json"
+
+[calibration]
+ctx = 32
+chunks = {chunks}
+
+[[calibration.text]]
+path = "{cal_file}"
+sha256 = "{sha256_file(cal_file)}"
+
+[targets.Q8]
+base = "q8_0"
+"""
+    )
+    return p
+
+
+def test_conversations_rendered_with_the_chat_template(smollm2_path, tmp_path):
+    loaded = load_recipe(_recipe(tmp_path, smollm2_path, CONVERSATIONS))
+    ct = calibration_tokens(loaded, smollm2_path)
+    assert ct.conversations == 99
+    tok = load_tokenizer(smollm2_path)
+    start = tok.encode("<|im_start|>", add_special=False, parse_special=True)
+    assert len(start) == 1  # a control token, not its characters
+    assert ct.tokens[0] == start[0]
+    assert ct.tokens.count(start[0]) >= 3 * 99  # system, user, assistant in every conversation
+    text = tok.decode(ct.tokens[:40])
+    assert text.startswith("<|im_start|>system\n")
+    assert "Explain the Python language topic 'assert'." in text
+
+
+def test_bad_conversation_line(smollm2_path, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"messages": [{"role": "user", "content": "hi"}]}) + "\n{oops\n")
+    loaded = load_recipe(_recipe(tmp_path, smollm2_path, bad))
+    with pytest.raises(CalibrationError, match=r"bad.jsonl:2: not a JSON object"):
+        calibration_tokens(loaded, smollm2_path)
+
+
+def test_imatrix_recipe_then_build_uses_it(dynq, smollm2_path, tmp_path):
+    recipe = _recipe(tmp_path, smollm2_path, CONVERSATIONS)
+    out = tmp_path / "out"
+    r = dynq("imatrix", recipe, "--out", out)
+    assert r.code == 0, r.err
+    path = out / "cal.imatrix.gguf"
+    im = load_imatrix(path)
+    assert im.chunk_count == 2 and im.chunk_size == 32
+    assert im.counts["blk.0.attn_q.weight"][0] == 64
+    assert len(im) == 30 * 7
+    assert im.datasets == [
+        f"{CONVERSATIONS} sha256:{sha256_file(CONVERSATIONS)} (ctx 32, chunks 2)"
+    ]
+    assert is_current(load_recipe(recipe), im)
+    # the build finds it and does not compute it again
+    r = dynq("build", recipe, "--out", out)
+    assert r.code == 0, r.err
+    assert "computing" not in r.err
+    # other calibration settings: the build computes it again
+    recipe.write_text(recipe.read_text().replace("chunks = 2", "chunks = 3"))
+    r = dynq("build", recipe, "--out", out, "--force")
+    assert r.code == 0, r.err
+    assert "made from other calibration settings" in r.err
+    assert load_imatrix(path).chunk_count == 3
+
+
+def test_imatrix_recipe_refuses_model_flags(dynq, smollm2_path, tmp_path):
+    recipe = _recipe(tmp_path, smollm2_path, CONVERSATIONS)
+    r = dynq("imatrix", recipe, "--ctx", "64")
+    assert r.code != 0
+    assert "--ctx: the recipe form uses the recipe's calibration section" in r.err
