@@ -16,6 +16,7 @@ from dynq.errors import DynqError
 
 # Command modules, in the order ``dynq --help`` lists them.
 COMMANDS = [
+    "init",
     "validate",
     "fmt",
     "schema",
