@@ -37,6 +37,8 @@ class DynqApp(App):
         self.start_target = target
         self.build_root = build_root
         self.recovered: list[Path] = []
+        # template checks of the recipes opened, by (file, sha256): tui.template.TemplateResult
+        self.template_results: dict = {}
 
     def on_mount(self) -> None:
         from tui.screens.registry import RegistryScreen

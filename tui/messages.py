@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from textual.message import Message
+
+if TYPE_CHECKING:
+    from tui.template import TemplateResult
 
 
 @dataclass
@@ -34,3 +38,10 @@ class BuildFinished(Message):
     target: str
     ok: bool
     message: str
+
+
+@dataclass
+class TemplateChecked(Message):
+    """The template check of the open recipe finished (a ``tui.template.TemplateResult``)."""
+
+    result: TemplateResult

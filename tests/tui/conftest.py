@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import inspect
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -43,6 +45,18 @@ layers = "1"
 type = "q5_0"
 """
 
+# a replacement chat template that llama.cpp's old minja engine refuses on line 3: its
+# str.split() takes no maxsplit (dynq template check: error [minja] method-args)
+SPLIT_TEMPLATE = """\
+{% for m in messages %}
+{%- if m['role'] == 'assistant' and '</think>' in m['content'] %}
+{{- m['content'].split('</think>', 1)[1] }}
+{%- else %}{{ m['role'] }}: {{ m['content'] }}
+{% endif %}{% endfor %}"""
+
+# the same without the problem
+PLAIN_TEMPLATE = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
@@ -78,3 +92,23 @@ def workdir(tmp_path: Path, tiny_source: Path, monkeypatch: pytest.MonkeyPatch) 
 @pytest.fixture
 def recipe_path(workdir: Path) -> Path:
     return workdir / "registry" / "tiny.toml"
+
+
+@pytest.fixture
+def template_recipe(recipe_path: Path) -> Callable[..., Path]:
+    """``make(template, sha256=None)``: give registry/tiny.toml a replacement chat template
+    (``model.chat_template``, registry/chat.jinja, pinned to its sha256 unless one is given)."""
+
+    def make(template: str, sha256: str | None = None) -> Path:
+        (recipe_path.parent / "chat.jinja").write_text(template)
+        sha = sha256 or hashlib.sha256(template.encode()).hexdigest()
+        text = RECIPE.replace(
+            'inventory = "tiny.json"\n',
+            'inventory = "tiny.json"\n'
+            f'chat_template = {{ path = "chat.jinja", sha256 = "{sha}" }}\n',
+        )
+        assert text != RECIPE
+        recipe_path.write_text(dump_recipe(parse_recipe(text, recipe_path), recipe_path))
+        return recipe_path
+
+    return make

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from textual.widgets import OptionList
 
+from tests.tui.conftest import SPLIT_TEMPLATE
 from tui.app import DynqApp
 
 SMALL = (80, 24)
@@ -101,3 +102,13 @@ def test_build_exists(workdir: Path, snap_compare):
     d.mkdir(parents=True)
     (d / "tiny-mix.gguf").write_bytes(b"")
     assert snap_compare(_app("tiny", "mix"), terminal_size=SMALL, press=["b"], run_before=_settle)
+
+
+def test_template_findings(template_recipe, snap_compare):
+    template_recipe(SPLIT_TEMPLATE)
+
+    async def run(pilot):
+        await pilot.press("T")
+        await _settle(pilot)
+
+    assert snap_compare(_app("tiny", "mix"), terminal_size=SMALL, run_before=run)

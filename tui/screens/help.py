@@ -33,7 +33,7 @@ the exact file size — and lets you change it.
 | `u` / `ctrl+z`, `ctrl+y` | undo, redo |
 | `ctrl+s` | save: shows the diff (as `dynq diff`), then writes canonical TOML atomically |
 | `b` | build the target (the saved recipe) with per-tensor progress; `escape` cancels |
-| `c` | compare targets: size, bpw, KLD, and the size-vs-KLD Pareto front |
+| `c` | compare targets: size, bpw, KLD, Pareto front; `T`: check the chat template |
 | `escape` / `q` | back (asks first when there are unsaved changes) |
 | `?` / `f1` | this help; `ctrl+q` quits |
 

@@ -17,7 +17,7 @@ from dynq.errors import DynqError
 from dynq.plan import Plan
 from tui.editor import Editor, Scope
 from tui.importance import find_imatrix, load_importance
-from tui.messages import MapCellChosen, MapCursorMoved
+from tui.messages import MapCellChosen, MapCursorMoved, TemplateChecked
 from tui.model import (
     COLUMNS,
     FILTER_HELP,
@@ -27,6 +27,7 @@ from tui.model import (
     short_kind,
     summarize,
 )
+from tui.template import TemplateResult, check_key, run_check
 from tui.widgets.key_footer import KeyFooter
 from tui.widgets.layer_map import LayerMapView
 from tui.widgets.summary import SummaryPanel
@@ -63,6 +64,10 @@ class RecipeScreen(Screen):
         Binding("ctrl+s", "save", "Save"),
         Binding("b", "build", "Build"),
         Binding("c", "compare", "Compare"),
+        # the template check: in the footer while it has errors or warnings to show (the
+        # first binding, hidden by check_action otherwise), always on the key (the second)
+        Binding("T", "template('footer')", "Template"),
+        Binding("T", "template", "Template", show=False),
         Binding("escape,q", "back", "Back"),
     ]
 
@@ -81,6 +86,8 @@ class RecipeScreen(Screen):
         self.sort_reverse = False
         self.importance: dict[str, float] | None = None
         self._stale: set[str] = set()
+        self.template: TemplateResult | None = None  # the last template check
+        self._template_running = False
 
     # -- layout ----------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -125,6 +132,7 @@ class RecipeScreen(Screen):
             self.load_importance()
         # after the first paint, so that it does not compete with it
         self.set_timer(0.2, self.prefetch_plans)
+        self.set_timer(0.3, self._check_template_on_open)
 
     @work(thread=True, exclusive=True, group="prefetch")
     def prefetch_plans(self) -> None:
@@ -145,6 +153,71 @@ class RecipeScreen(Screen):
             self.app.call_from_thread(self.status, f"imatrix: {e}", "yellow")
             return
         self.app.call_from_thread(self._set_importance, imp)
+
+    # -- the template check ------------------------------------------------------------------
+    def _template_cache(self) -> dict:
+        cache = getattr(self.app, "template_results", None)
+        return cache if isinstance(cache, dict) else {}
+
+    def _check_template_on_open(self) -> None:
+        self.start_template_check(force=False)
+
+    def start_template_check(self, force: bool = False) -> None:
+        """Check the saved recipe's chat template in a worker, unless this recipe's result is
+        cached (``force``: run it anyway)."""
+        loaded = self.editor.saved
+        cached = None if force else self._template_cache().get(check_key(loaded))
+        if cached is not None:
+            self._template_checked(cached)
+            return
+        if self._template_running and not force:
+            return
+        self._template_running = True
+        self.check_template(loaded)
+
+    @work(thread=True, exclusive=True, group="template")
+    def check_template(self, loaded) -> None:
+        result = run_check(loaded)  # never raises
+        if result.cacheable:
+            self._template_cache()[result.key] = result
+        self.post_message(TemplateChecked(result))
+
+    def on_template_checked(self, msg: TemplateChecked) -> None:
+        self._template_checked(msg.result)
+
+    def _template_checked(self, result: TemplateResult) -> None:
+        self._template_running = False
+        if not self.is_mounted:
+            return
+        if result.key != check_key(self.editor.saved):  # saved meanwhile: check again
+            self.start_template_check()
+            return
+        old, self.template = self.template, result
+        from tui.screens.template import TemplateScreen
+
+        for screen in self.app.screen_stack:
+            if isinstance(screen, TemplateScreen) and screen.recheck == self.recheck_template:
+                screen.show(result)
+        if result.notable and (old is None or old.key != result.key):
+            self.status(f"{result.short()}  (T: show)", "bold red" if not result.ok else "yellow")
+        self.refresh_bindings()
+
+    def recheck_template(self) -> None:
+        self.start_template_check(force=True)
+
+    def action_template(self, _where: str = "") -> None:
+        from tui.screens.template import TemplateScreen
+
+        r = self.editor.recipe
+        current = self.template
+        if current is not None and current.key != check_key(self.editor.saved):
+            current = None
+        title = f"Chat template · {r.name} {self.editor.saved.recipe.version}"
+        if self.editor.dirty:
+            title += " (as saved)"
+        self.app.push_screen(TemplateScreen(title, current, self.recheck_template))
+        if current is None:
+            self.start_template_check()
 
     def _set_importance(self, imp: dict[str, float]) -> None:
         self.importance = imp
@@ -549,4 +622,6 @@ class RecipeScreen(Screen):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "delete_rule":
             return self.is_mounted and self.active_tab == "rules"
+        if action == "template" and parameters == ("footer",):
+            return self.template is not None and self.template.notable
         return True
