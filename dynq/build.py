@@ -23,12 +23,12 @@ import numpy as np
 from gguf.constants import GGUFValueType, LlamaFileType
 
 from dynq import __version__, kernels, qtypes, stock
-from dynq.calibration import compute_imatrix, is_current
+from dynq.calibration import recipe_imatrix
 from dynq.errors import DynqError, SourceError
 from dynq.fsutil import atomic_path, atomic_write_text
 from dynq.gguf_io import GGUFFile, TensorEntry, inventory_of, read_gguf
-from dynq.imatrix_file import Imatrix, load_imatrix, save_imatrix
-from dynq.outputs import imatrix_path, output_path, report_path
+from dynq.imatrix_file import Imatrix, load_imatrix
+from dynq.outputs import output_path, report_path
 from dynq.plan import Plan, PlannedTensor, Resolver
 from dynq.provenance import (
     IMATRIX_KEYS,
@@ -41,7 +41,7 @@ from dynq.provenance import (
     output_metadata,
 )
 from dynq.recipe import LoadedRecipe
-from dynq.sources import check_file_ref, resolve_source
+from dynq.sources import resolve_source
 from dynq.templates import check_for_build
 
 _PREAMBLE = ("GGUF.version", "GGUF.tensor_count", "GGUF.kv_count", "general.architecture")
@@ -134,7 +134,7 @@ def _write_metadata(w: gguf.GGUFWriter, src: GGUFFile, new: dict[str, object]) -
             w.add_key_value(key, value, _INT_KEYS[key])
 
 
-def _source_floats(src: GGUFFile, t: TensorEntry) -> np.ndarray:
+def source_floats(src: GGUFFile, t: TensorEntry) -> np.ndarray:
     """A source tensor as float32 (F16 stays float16: the kernels widen it chunk by chunk, on the
     GPU too), shaped (..., rows, ne0) like gguf's own arrays. Read into fresh memory, not through
     the map, so a build's resident memory stays a few tensors."""
@@ -147,7 +147,7 @@ def _source_floats(src: GGUFFile, t: TensorEntry) -> np.ndarray:
     return gguf.quants.dequantize(raw, qt.gguf).reshape(tuple(reversed(t.shape)))
 
 
-def _quantize(
+def quantize_tensor(
     x: np.ndarray, t: qtypes.GGMLType, imp: np.ndarray | None, device: str | None
 ) -> np.ndarray:
     """Quantize an (..., rows, ne0) array; 3-D expert tensors use each expert's importance."""
@@ -225,27 +225,10 @@ class Builder:
 
     # -- inputs ----------------------------------------------------------------------------
     def _load_imatrix(self) -> tuple[Imatrix | None, str | None]:
-        cal = self.loaded.recipe.calibration
         if self.opts.imatrix is not None:
             return load_imatrix(self.opts.imatrix), self.opts.imatrix.name
-        if cal is not None and cal.imatrix is not None:
-            path = self.loaded.resolve(cal.imatrix.path)
-            check_file_ref(path, cal.imatrix.sha256)
-            return load_imatrix(path), path.name
-        if cal is not None and cal.text:
-            computed = imatrix_path(self.loaded, self.opts.out)
-            if computed.exists():
-                im = load_imatrix(computed)
-                if is_current(self.loaded, im):
-                    return im, computed.name
-                self.say(f"{computed}: made from other calibration settings; computing it again")
-            else:
-                self.say(f"computing the importance matrix from the calibration text: {computed}")
-            im = compute_imatrix(self.loaded, device=self.opts.device or "cpu", progress=self.say)
-            computed.parent.mkdir(parents=True, exist_ok=True)
-            save_imatrix(computed, im)
-            return im, computed.name
-        return None, None
+        im, path = recipe_imatrix(self.loaded, self.opts.out, self.opts.device or "cpu", self.say)
+        return im, path.name if path is not None else None
 
     def _check_kernels(self) -> None:
         supported = kernels.supported_types()
@@ -418,7 +401,7 @@ class Builder:
                         outputs[key] = (reader.read(src), None)
                     else:
                         if x is None:
-                            x = _source_floats(reader, src)
+                            x = source_floats(reader, src)
                         outputs[key] = self._encode(x, pt)
                 data, err = outputs[key]
                 writers[target].write_tensor_data(data)
@@ -434,7 +417,7 @@ class Builder:
                 f"imatrix entry '{pt.name}' has {imp.shape[-1]} columns, tensor has {x.shape[-1]}"
             )
         use_imp = imp if pt.type.is_quantized else None
-        data = _quantize(x, pt.type, use_imp, self.opts.device)
+        data = quantize_tensor(x, pt.type, use_imp, self.opts.device)
         err = None
         if self.opts.errors and pt.type.is_quantized:
             err = round(_rel_error(x, data, pt.type, use_imp, self.opts.device), 6)

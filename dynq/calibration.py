@@ -189,3 +189,36 @@ def compute_imatrix(
         dataset=dataset_label(loaded),
         progress=progress,
     )
+
+
+def recipe_imatrix(
+    loaded: LoadedRecipe,
+    out: Path | None = None,
+    device: str = "cpu",
+    say: Callable[[str], None] = lambda m: None,
+) -> tuple[Imatrix | None, Path | None]:
+    """The recipe's importance matrix: the imported ``calibration.imatrix`` (hash-checked), or
+    the one computed from ``calibration.text`` at ``<out>/<name>.imatrix.gguf`` — computed now
+    when missing or made from other calibration settings. ``(None, None)`` without either."""
+    from dynq.imatrix_file import load_imatrix, save_imatrix
+    from dynq.outputs import imatrix_path
+
+    cal = loaded.recipe.calibration
+    if cal is not None and cal.imatrix is not None:
+        path = loaded.resolve(cal.imatrix.path)
+        check_file_ref(path, cal.imatrix.sha256)
+        return load_imatrix(path), path
+    if cal is None or not cal.text:
+        return None, None
+    path = imatrix_path(loaded, out)
+    if path.exists():
+        im = load_imatrix(path)
+        if is_current(loaded, im):
+            return im, path
+        say(f"{path}: made from other calibration settings; computing it again")
+    else:
+        say(f"computing the importance matrix from the calibration text: {path}")
+    im = compute_imatrix(loaded, device=device, progress=say)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_imatrix(path, im)
+    return im, path
