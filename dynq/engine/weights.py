@@ -1,7 +1,9 @@
 """GGUF tensors as F32 torch tensors, dequantized one tensor (or one layer) at a time.
 
 Tensor data stays in the memory-mapped file; ``LayerWeights`` holds one layer dequantized, so a
-forward pass needs memory for one layer plus activations, whatever the model's size.
+forward pass needs memory for one layer plus activations, whatever the model's size. A model
+small enough (``DEFAULT_CACHE_BYTES`` as float32) keeps its dequantized tensors instead, so that
+evaluating or calibrating it in many batches dequantizes each tensor once.
 Dequantization uses ``dynq.kernels.dequantize`` when that module exists, else
 ``gguf.quants.dequantize`` (both: raw bytes and GGML type in, F32 values out).
 """
@@ -54,29 +56,50 @@ def dequantize(raw: np.ndarray, ggml_type: int, shape: tuple[int, ...]) -> np.nd
     return np.asarray(out, dtype=np.float32).reshape(np_shape)
 
 
+#: a model whose weights take at most this many bytes as float32 keeps them dequantized after
+#: their first use (every later batch of chunks skips the dequantization); larger ones stream
+#: layer by layer. DYNQ_WEIGHT_CACHE_MB overrides it (0: always stream).
+DEFAULT_CACHE_BYTES = 4 << 30
+
+
+def _cache_limit() -> int:
+    env = os.environ.get("DYNQ_WEIGHT_CACHE_MB")
+    return int(env) << 20 if env else DEFAULT_CACHE_BYTES
+
+
 class WeightSource:
-    """Reads tensors of one GGUF file onto ``device`` as F32 torch tensors."""
+    """Reads tensors of one GGUF file onto ``device`` as F32 torch tensors (kept once read when
+    the whole model fits in the cache limit, see :data:`DEFAULT_CACHE_BYTES`)."""
 
     def __init__(self, gf: GGUFFile, device: str | torch.device = "cpu"):
         self.gf = gf
         self.device = torch.device(device)
+        f32_bytes = sum(4 * int(np.prod(t.shape)) for t in gf.tensors.values())
+        self._cache: dict[str, torch.Tensor] | None = {} if f32_bytes <= _cache_limit() else None
 
     def has(self, name: str) -> bool:
         return name in self.gf.tensors
 
     def tensor(self, name: str) -> torch.Tensor:
+        if self._cache is not None and name in self._cache:
+            return self._cache[name]
         t = self.gf.tensors.get(name)
         if t is None:
             raise InventoryError(f"{self.gf.path}: tensor {name}: not in file")
         arr = dequantize(self.gf.raw(name), t.ggml_type, t.shape)
         if not arr.flags.writeable:
             arr = arr.copy()
-        return torch.from_numpy(arr).to(self.device)
+        out = torch.from_numpy(arr).to(self.device)
+        if self._cache is not None:
+            self._cache[name] = out
+        return out
 
     def rows(self, name: str, ids: torch.Tensor) -> torch.Tensor:
         """Rows ``ids`` of a 2-D tensor (an embedding), dequantizing only those rows."""
         import gguf
 
+        if self._cache is not None:
+            return self.tensor(name)[ids.to(self.device, torch.long)]
         t = self.gf.tensors.get(name)
         if t is None:
             raise InventoryError(f"{self.gf.path}: tensor {name}: not in file")

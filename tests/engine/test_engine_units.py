@@ -76,3 +76,21 @@ def test_activation_rounding():
         err = (y - x).reshape(3, -1, block).abs()
         assert (err <= amax / 127 * 0.6).all()  # half a step, plus the fp16 scale
     assert torch.equal(ggml_activation_round(x, None), x)
+
+
+def test_weight_cache_same_logits_as_streaming(smollm2_path, monkeypatch):
+    """A small model keeps its dequantized weights; streaming layer by layer gives the same
+    logits (DYNQ_WEIGHT_CACHE_MB=0 forces streaming)."""
+    import torch
+
+    from dynq.engine.gguf_file import GGUFFile
+    from dynq.engine.model import load_model
+
+    tokens = torch.tensor([[1, 504, 3458, 282, 4649, 314]])
+    cached = load_model(GGUFFile(smollm2_path), "cpu")
+    a = cached.logits(tokens)
+    assert cached.w._cache and "blk.0.attn_q.weight" in cached.w._cache
+    monkeypatch.setenv("DYNQ_WEIGHT_CACHE_MB", "0")
+    streamed = load_model(GGUFFile(smollm2_path), "cpu")
+    assert streamed.w._cache is None
+    torch.testing.assert_close(streamed.logits(tokens), a, rtol=0, atol=0)
