@@ -98,17 +98,17 @@ def calibration_tokens(loaded: LoadedRecipe, source_path: Path) -> CalibrationTo
         if path.suffix != ".jsonl":
             tokens += tok.encode(path.read_text(encoding="utf-8"), add_special=False)
             continue
-        if template is None:
-            source_text = chat_template(loaded, source)
-            if source_text is None:
-                raise CalibrationError(
-                    f"{path}: conversations need a chat template, and neither the recipe "
-                    "(model.chat_template) nor the source GGUF has one"
-                )
+        if env is None:
             env = SandboxEnvironment()
-            template = env.compile_template(source_text)
-        assert env is not None
+            source_text = chat_template(loaded, source)
+            # a base model (no chat template) reads the conversations as plain text
+            template = env.compile_template(source_text) if source_text is not None else None
         for i, msgs in enumerate(_conversations(path), 1):
+            if template is None:
+                text = "\n\n".join(str(m.get("content") or "") for m in msgs)
+                tokens += tok.encode(text + "\n\n", add_special=False)
+                n_conv += 1
+                continue
             ctx = {
                 "messages": msgs,
                 "add_generation_prompt": False,

