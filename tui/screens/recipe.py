@@ -64,6 +64,7 @@ class RecipeScreen(Screen):
         Binding("ctrl+s", "save", "Save"),
         Binding("b", "build", "Build"),
         Binding("c", "compare", "Compare"),
+        Binding("M", "measured", "Sensitivity", show=False),
         # the template check: in the footer while it has errors or warnings to show (the
         # first binding, hidden by check_action otherwise), always on the key (the second)
         Binding("T", "template('footer')", "Template"),
@@ -611,6 +612,26 @@ class RecipeScreen(Screen):
                 self.set_target(target)
 
         self.app.push_screen(CompareScreen(self.editor, self.build_root, self.target), done)
+
+    def action_measured(self) -> None:
+        from tui.screens.measure import MeasureScreen
+
+        self.app.push_screen(MeasureScreen(self))
+
+    def reload(self) -> None:
+        """Open the recipe file again (after it was written outside the editor, e.g. by
+        tuning) and redraw; the undo history starts afresh."""
+        self.editor = Editor.open(self.editor.path)
+        if self.target not in self.editor.recipe.targets:
+            self.target = self.editor.targets[0]
+        r = self.editor.recipe
+        self.query_one("#recipe-title", Static).update(
+            Text.assemble((r.name, "bold"), f" {r.version} · {r.model.arch} · ")
+        )
+        self.query_one("#target", Static).update(self._target_label())
+        self.query_one("#table", TensorTable).clear_marks()
+        self.redraw()
+        self.set_timer(0.2, self.prefetch_plans)
 
     def action_back(self) -> None:
         focused = self.focused
