@@ -66,26 +66,7 @@ GGUF_SPLIT = LLAMA_BIN / "llama-gguf-split"
 
 def _write_source(path: Path) -> Path:
     """tests/tiny_model's GGUF, plus a general.license for the model card."""
-    w = gguf.GGUFWriter(path, "llama")
-    w.add_name("tiny-llama")
-    w.add_license("Apache-2.0")
-    w.add_block_count(tiny_model.N_LAYERS)
-    w.add_context_length(128)
-    w.add_embedding_length(tiny_model.N_EMBD)
-    w.add_feed_forward_length(tiny_model.N_FF)
-    w.add_head_count(4)
-    w.add_head_count_kv(1)
-    w.add_layer_norm_rms_eps(1e-5)
-    w.add_vocab_size(tiny_model.N_VOCAB)
-    w.add_tokenizer_model("gpt2")
-    w.add_token_list([f"t{i}" for i in range(tiny_model.N_VOCAB)])
-    for name, arr in tiny_model.tensors().items():
-        w.add_tensor(name, arr)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    return path
+    return tiny_model.write(path, chat_template=None, license="Apache-2.0")
 
 
 def _eval_report(build: dict, **kw) -> dict:

@@ -9,7 +9,6 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-import gguf
 import pytest
 
 from dynq import qtypes, stock
@@ -463,26 +462,14 @@ def test_verify_builds_and_evaluates(dynq, tmp_path: Path):
     pytest.importorskip("torch")
     src = tmp_path / "tiny-f32.gguf"
     n_extra = tiny_model.N_VOCAB - 257
-    w = gguf.GGUFWriter(src, "llama")
-    w.add_block_count(tiny_model.N_LAYERS)
-    w.add_context_length(128)
-    w.add_embedding_length(tiny_model.N_EMBD)
-    w.add_feed_forward_length(tiny_model.N_FF)
-    w.add_head_count(4)
-    w.add_head_count_kv(1)
-    w.add_layer_norm_rms_eps(1e-5)
-    w.add_vocab_size(tiny_model.N_VOCAB)
-    w.add_tokenizer_model("gpt2")
-    w.add_tokenizer_pre("gpt2")
-    w.add_token_list([*_byte_tokens(), "Ġt", *(f"<c{i}>" for i in range(n_extra))])
-    w.add_token_types([1] * 257 + [3] * n_extra)
-    w.add_token_merges(["Ġ t"])
-    for name, arr in tiny_model.tensors(0).items():
-        w.add_tensor(name, arr)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+    tiny_model.write(
+        src,
+        chat_template=None,
+        tokenizer_pre="gpt2",
+        token_list=[*_byte_tokens(), "Ġt", *(f"<c{i}>" for i in range(n_extra))],
+        token_types=[1] * 257 + [3] * n_extra,
+        token_merges=["Ġ t"],
+    )
     inventory_from_gguf(src).save(tmp_path / "tiny.json")
     shutil.copy(REGISTRY / "calibration" / "eval-docs-code-v1.txt", tmp_path / "eval.txt")
     p = tmp_path / "tiny.toml"

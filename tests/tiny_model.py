@@ -39,7 +39,16 @@ def tensors(seed: int = 0) -> dict[str, np.ndarray]:
     return out
 
 
-def write(path: Path, seed: int = 0) -> Path:
+#: the chat template tiny files carry unless a test passes ``chat_template=None``
+CHAT_TEMPLATE = "{{ messages[0]['content'] }}"
+
+
+def write(
+    path: Path, seed: int = 0, *, chat_template: str | None = CHAT_TEMPLATE, **keys: object
+) -> Path:
+    """The tiny llama GGUF. ``keys`` are more header values, each set with ``GGUFWriter.add_KEY``
+    (``license="MIT"``, ``tokenizer_pre="gpt2"``, ...); a ``token_list`` replaces the default
+    vocabulary of ``t0`` ... ``tN``."""
     w = gguf.GGUFWriter(path, "llama")
     w.add_name("tiny-llama")
     w.add_block_count(N_LAYERS)
@@ -51,8 +60,11 @@ def write(path: Path, seed: int = 0) -> Path:
     w.add_layer_norm_rms_eps(1e-5)
     w.add_vocab_size(N_VOCAB)
     w.add_tokenizer_model("gpt2")
-    w.add_token_list([f"t{i}" for i in range(N_VOCAB)])
-    w.add_chat_template("{{ messages[0]['content'] }}")
+    keys.setdefault("token_list", [f"t{i}" for i in range(N_VOCAB)])
+    for key, value in keys.items():
+        getattr(w, f"add_{key}")(value)
+    if chat_template is not None:
+        w.add_chat_template(chat_template)
     for name, arr in tensors(seed).items():
         w.add_tensor(name, arr)
     w.write_header_to_file()

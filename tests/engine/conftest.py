@@ -8,6 +8,47 @@ from pathlib import Path
 import pytest
 
 DATA = Path(__file__).parent.parent / "data" / "engine"
+REGISTRY = Path(__file__).resolve().parents[2] / "registry"
+CONVERSATIONS = REGISTRY / "calibration" / "chat-code-v1.jsonl"
+
+
+def calibration_recipe(
+    dir: Path, source: Path, cal_file: Path = CONVERSATIONS, *, name: str = "cal",
+    chunks: int = 2, base: str = "q8_0",
+) -> Path:  # fmt: skip
+    """``<dir>/<name>.toml``: a recipe of the SmolLM2 inventory with ``source`` and ``cal_file``
+    as calibration text (ctx 32, ``chunks`` chunks) and one target ``T`` of type ``base``."""
+    import shutil
+
+    from dynq.sources import sha256_file
+
+    shutil.copy(REGISTRY / "inventories" / "smollm2-135m.json", dir / "inv.json")
+    p = dir / f"{name}.toml"
+    p.write_text(
+        f"""schema_version = 1
+name = "{name}"
+version = "1.0.0"
+description = "calibration test"
+
+[model]
+arch = "llama"
+source = "{source}"
+source_quantized = true
+inventory = "inv.json"
+
+[calibration]
+ctx = 32
+chunks = {chunks}
+
+[[calibration.text]]
+path = "{cal_file}"
+sha256 = "{sha256_file(cal_file)}"
+
+[targets.T]
+base = "{base}"
+"""
+    )
+    return p
 
 
 @pytest.fixture(scope="session")

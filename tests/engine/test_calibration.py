@@ -4,8 +4,6 @@ model's chat template) run through its source model; ``dynq build`` computes it 
 from __future__ import annotations
 
 import json
-import shutil
-from pathlib import Path
 
 import pytest
 
@@ -15,43 +13,11 @@ from dynq.imatrix_file import load_imatrix
 from dynq.recipe import load_recipe
 from dynq.sources import sha256_file
 
-ROOT = Path(__file__).resolve().parents[2]
-REGISTRY = ROOT / "registry"
-CONVERSATIONS = REGISTRY / "calibration" / "chat-code-v1.jsonl"
-
-
-def _recipe(dir: Path, source: Path, cal_file: Path, chunks: int = 2) -> Path:
-    shutil.copy(REGISTRY / "inventories" / "smollm2-135m.json", dir / "inv.json")
-    p = dir / "cal.toml"
-    p.write_text(
-        f"""schema_version = 1
-name = "cal"
-version = "1.0.0"
-description = "calibration test"
-
-[model]
-arch = "llama"
-source = "{source}"
-source_quantized = true
-inventory = "inv.json"
-
-[calibration]
-ctx = 32
-chunks = {chunks}
-
-[[calibration.text]]
-path = "{cal_file}"
-sha256 = "{sha256_file(cal_file)}"
-
-[targets.Q8]
-base = "q8_0"
-"""
-    )
-    return p
+from .conftest import CONVERSATIONS, calibration_recipe
 
 
 def test_conversations_rendered_with_the_chat_template(smollm2_path, tmp_path):
-    loaded = load_recipe(_recipe(tmp_path, smollm2_path, CONVERSATIONS))
+    loaded = load_recipe(calibration_recipe(tmp_path, smollm2_path, CONVERSATIONS))
     ct = calibration_tokens(loaded, smollm2_path)
     assert ct.conversations == 99
     tok = load_tokenizer(smollm2_path)
@@ -67,13 +33,13 @@ def test_conversations_rendered_with_the_chat_template(smollm2_path, tmp_path):
 def test_bad_conversation_line(smollm2_path, tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"messages": [{"role": "user", "content": "hi"}]}) + "\n{oops\n")
-    loaded = load_recipe(_recipe(tmp_path, smollm2_path, bad))
+    loaded = load_recipe(calibration_recipe(tmp_path, smollm2_path, bad))
     with pytest.raises(CalibrationError, match=r"bad.jsonl:2: not a JSON object"):
         calibration_tokens(loaded, smollm2_path)
 
 
 def test_imatrix_recipe_then_build_uses_it(dynq, smollm2_path, tmp_path):
-    recipe = _recipe(tmp_path, smollm2_path, CONVERSATIONS)
+    recipe = calibration_recipe(tmp_path, smollm2_path, CONVERSATIONS)
     out = tmp_path / "out"
     r = dynq("imatrix", recipe, "--out", out)
     assert r.code == 0, r.err
@@ -99,7 +65,7 @@ def test_imatrix_recipe_then_build_uses_it(dynq, smollm2_path, tmp_path):
 
 
 def test_imatrix_recipe_refuses_model_flags(dynq, smollm2_path, tmp_path):
-    recipe = _recipe(tmp_path, smollm2_path, CONVERSATIONS)
+    recipe = calibration_recipe(tmp_path, smollm2_path, CONVERSATIONS)
     r = dynq("imatrix", recipe, "--ctx", "64")
     assert r.code != 0
     assert "--ctx: the recipe form uses the recipe's calibration section" in r.err
@@ -137,7 +103,7 @@ def test_base_model_without_template_reads_conversations_as_text(smollm2_path, t
         json.dumps({"messages": [{"role": "user", "content": "Hello there"},
                                  {"role": "assistant", "content": "General Kenobi"}]}) + "\n"
     )  # fmt: skip
-    loaded = load_recipe(_recipe(tmp_path, src, conv))
+    loaded = load_recipe(calibration_recipe(tmp_path, src, conv))
     ct = calibration_tokens(loaded, src)
     text = load_tokenizer(src).decode(ct.tokens)
     assert text == "Hello there\n\nGeneral Kenobi\n\n"

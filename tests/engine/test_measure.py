@@ -3,49 +3,19 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 
 from dynq.measure import MeasureError, _interp_log, measure, parse_types
 from dynq.recipe import load_recipe
-from dynq.sources import sha256_file
 
-ROOT = Path(__file__).resolve().parents[2]
-REGISTRY = ROOT / "registry"
-CONVERSATIONS = REGISTRY / "calibration" / "chat-code-v1.jsonl"
+from .conftest import calibration_recipe
 
 
 @pytest.fixture
 def recipe(smollm2_path, tmp_path) -> Path:
-    shutil.copy(REGISTRY / "inventories" / "smollm2-135m.json", tmp_path / "inv.json")
-    p = tmp_path / "m.toml"
-    p.write_text(
-        f"""schema_version = 1
-name = "m"
-version = "1.0.0"
-description = "measure test"
-
-[model]
-arch = "llama"
-source = "{smollm2_path}"
-source_quantized = true
-inventory = "inv.json"
-
-[calibration]
-ctx = 32
-chunks = 2
-
-[[calibration.text]]
-path = "{CONVERSATIONS}"
-sha256 = "{sha256_file(CONVERSATIONS)}"
-
-[targets.Q4]
-base = "q4_0"
-"""
-    )
-    return p
+    return calibration_recipe(tmp_path, smollm2_path, name="m", base="q4_0")
 
 
 def test_measure_costs_probes_and_cache(dynq, recipe, tmp_path):
