@@ -166,6 +166,29 @@ def quantize_tensor(
     )
 
 
+def tensor_error(
+    x: np.ndarray,
+    data: np.ndarray,
+    t: qtypes.GGMLType,
+    imp: np.ndarray | None,
+    device: str | None,
+) -> tuple[float, float]:
+    """``(sum w·(x−q)², sum w·x²)`` of a tensor (..., rows, ne0) and its quantized bytes, each
+    expert of a 3-D tensor weighted by its own importance (w = 1 without an imatrix)."""
+    ne0 = x.shape[-1]
+    rows = x.reshape(-1, ne0)
+    if imp is None or imp.shape[0] == 1:
+        return kernels.weighted_error(rows, data, t, None if imp is None else imp[0], device)
+    per = rows.shape[0] // imp.shape[0]
+    raw = data.reshape(rows.shape[0], -1)
+    num = den = 0.0
+    for e in range(imp.shape[0]):
+        sl = slice(e * per, (e + 1) * per)
+        a, b = kernels.weighted_error(rows[sl], raw[sl], t, imp[e], device)
+        num, den = num + a, den + b
+    return num, den
+
+
 def _rel_error(
     x: np.ndarray,
     data: np.ndarray,
@@ -173,21 +196,8 @@ def _rel_error(
     imp: np.ndarray | None,
     device: str | None,
 ) -> float:
-    """sqrt(sum w·(x−q)² / sum w·x²): the imatrix-weighted relative RMS error of a tensor (each
-    expert of a 3-D tensor weighted by its own importance)."""
-    ne0 = x.shape[-1]
-    rows = x.reshape(-1, ne0)
-    if imp is None or imp.shape[0] == 1:
-        w = None if imp is None else imp[0]
-        num, den = kernels.weighted_error(rows, data, t, w, device)
-    else:
-        per = rows.shape[0] // imp.shape[0]
-        raw = data.reshape(rows.shape[0], -1)
-        num = den = 0.0
-        for e in range(imp.shape[0]):
-            sl = slice(e * per, (e + 1) * per)
-            a, b = kernels.weighted_error(rows[sl], raw[sl], t, imp[e], device)
-            num, den = num + a, den + b
+    """sqrt(sum w·(x−q)² / sum w·x²): the imatrix-weighted relative RMS error of a tensor."""
+    num, den = tensor_error(x, data, t, imp, device)
     return (num / den) ** 0.5 if den > 0 else 0.0
 
 

@@ -35,8 +35,6 @@ class CalibrationError(DynqError):
 @dataclass
 class CalibrationTokens:
     tokens: list[int]
-    #: one "<path> sha256:<hex>" per file, for the imatrix's ``imatrix.datasets``
-    datasets: list[str]
     conversations: int
 
 
@@ -89,7 +87,6 @@ def calibration_tokens(loaded: LoadedRecipe, source_path: Path) -> CalibrationTo
     tok = load_tokenizer(source_path)
     info = tokenizer_info(source)
     tokens: list[int] = []
-    datasets = _datasets(loaded)
     n_conv = 0
     env = template = None
     for ref in cal.text:
@@ -123,7 +120,7 @@ def calibration_tokens(loaded: LoadedRecipe, source_path: Path) -> CalibrationTo
                 ) from None
             tokens += tok.encode(text, add_special=False, parse_special=True)
             n_conv += 1
-    return CalibrationTokens(tokens, datasets, n_conv)
+    return CalibrationTokens(tokens, n_conv)
 
 
 def _datasets(loaded: LoadedRecipe) -> list[str]:

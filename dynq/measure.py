@@ -126,20 +126,12 @@ def _error(
     x: np.ndarray, t: qtypes.GGMLType, imp: np.ndarray | None, device: str
 ) -> tuple[float, np.ndarray]:
     """The estimate ``e`` (module docstring) and the quantized bytes."""
-    from dynq.build import quantize_tensor
+    from dynq.build import quantize_tensor, tensor_error
 
     data = quantize_tensor(x, t, imp, device)
-    ne0 = x.shape[-1]
-    rows = x.reshape(-1, ne0)
-    if imp is None:
-        num, _ = kernels.weighted_error(rows, data, t, None, device)
-        return num / rows.shape[0], data
-    per = rows.shape[0] // imp.shape[0]
-    raw = data.reshape(rows.shape[0], -1)
-    num = 0.0
-    for e in range(imp.shape[0]):
-        sl = slice(e * per, (e + 1) * per)
-        num += kernels.weighted_error(rows[sl], raw[sl], t, imp[e], device)[0]
+    num, _ = tensor_error(x, data, t, imp, device)
+    if imp is None:  # a lookup table: the mean squared error of a row
+        num /= x.reshape(-1, x.shape[-1]).shape[0]
     return num, data
 
 
@@ -236,7 +228,6 @@ def measure(
     from dynq.calibration import calibration_tokens, dataset_label, recipe_imatrix
     from dynq.compare import reference_path
     from dynq.engine.gguf_file import GGUFFile
-    from dynq.engine.model import load_model  # noqa: F401  (unsupported archs fail early)
     from dynq.evaluate import make_chunks
     from dynq.gguf_io import read_gguf
     from dynq.sources import sha256_file
@@ -280,6 +271,7 @@ def measure(
 
     t0 = time.perf_counter()
     tensors = _groups(loaded)
+    info = {t.name: t for t in tensors}
     reader = read_gguf(src)
     entries = {t.name: t for t in reader.tensors}
     from dynq.build import source_floats
@@ -327,7 +319,6 @@ def measure(
     if todo:
         say(f"measure: {len(todo)} exact KLD probes on {chunks.shape[0]}×{chunks.shape[1]} tokens")
         prober = _Prober(src, chunks, device)
-        info = {t.name: t for t in tensors}
         for j, (_, name, q) in enumerate(todo):
             t = info[name]
             x = source_floats(reader, entries[name])
@@ -339,7 +330,6 @@ def measure(
             save_state()
 
     # 3. scales per kind and layer, predictions, faithfulness
-    info = {t.name: t for t in tensors}
     alpha: dict[str, dict[int, float]] = {}
     for role, name, q in plan:
         if role != "probe":
