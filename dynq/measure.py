@@ -137,33 +137,16 @@ def _error(
 
 class _Prober:
     """Exact KLD of the model with one tensor replaced, against the unquantized model, on a few
-    calibration chunks. Weights stay in memory; the residual stream entering every layer is
-    cached, so a probe runs only the layers from the replaced tensor's on."""
+    calibration chunks. The residual stream entering every layer is cached, so a probe runs
+    only the layers from the replaced tensor's on; the weights are the engine's (kept in memory
+    for a model that fits its cache, streamed otherwise)."""
 
     def __init__(self, src: Path, tokens: torch.Tensor, device: str) -> None:
         from dynq.engine.gguf_file import GGUFFile
         from dynq.engine.model import load_model
-        from dynq.engine.weights import WeightSource
 
         gf = GGUFFile(src)
         self.model = load_model(gf, device)
-        base = self.model.w
-        cache: dict[str, torch.Tensor] = {}
-        self.override: dict[str, torch.Tensor] = {}
-        prober = self
-
-        class Cached(WeightSource):
-            def tensor(self, name: str) -> torch.Tensor:
-                if name in prober.override:
-                    return prober.override[name]
-                if name not in cache:
-                    cache[name] = WeightSource.tensor(self, name)
-                return cache[name]
-
-            def rows(self, name: str, ids: torch.Tensor) -> torch.Tensor:
-                return self.tensor(name)[ids.to(torch.long)]
-
-        self.model.w = Cached(base.gf, base.device)
         self.tokens = tokens.to(self.model.device)
         with torch.inference_mode():
             x = self.model.embed(self.tokens)
@@ -176,7 +159,7 @@ class _Prober:
     @torch.inference_mode()
     def kld(self, name: str, weight: torch.Tensor, layer: int | None) -> float:
         m = self.model
-        self.override = {name: weight.to(m.device)}
+        m.w.overrides = {name: weight.to(m.device)}
         m.release()  # the output matrix may be the replaced (tied) embedding
         try:
             start = layer if layer is not None else 0
@@ -187,7 +170,7 @@ class _Prober:
             p = self.ref.exp()
             return float((p * (self.ref - logq)).sum(-1).mean())
         finally:
-            self.override = {}
+            m.w.overrides = {}
             m.release()
 
 

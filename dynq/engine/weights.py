@@ -76,11 +76,15 @@ class WeightSource:
         self.device = torch.device(device)
         f32_bytes = sum(4 * int(np.prod(t.shape)) for t in gf.tensors.values())
         self._cache: dict[str, torch.Tensor] | None = {} if f32_bytes <= _cache_limit() else None
+        #: tensors used instead of the file's (dynq measure runs the model with one replaced)
+        self.overrides: dict[str, torch.Tensor] = {}
 
     def has(self, name: str) -> bool:
         return name in self.gf.tensors
 
     def tensor(self, name: str) -> torch.Tensor:
+        if name in self.overrides:
+            return self.overrides[name]
         if self._cache is not None and name in self._cache:
             return self._cache[name]
         t = self.gf.tensors.get(name)
@@ -98,7 +102,7 @@ class WeightSource:
         """Rows ``ids`` of a 2-D tensor (an embedding), dequantizing only those rows."""
         import gguf
 
-        if self._cache is not None:
+        if self._cache is not None or name in self.overrides:
             return self.tensor(name)[ids.to(self.device, torch.long)]
         t = self.gf.tensors.get(name)
         if t is None:
