@@ -13,6 +13,7 @@ import contextlib
 import errno
 import hashlib
 import json
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -51,6 +52,14 @@ _INT_KEYS = {
     KEY_IMATRIX_ENTRIES: GGUFValueType.INT32,
     KEY_IMATRIX_CHUNKS: GGUFValueType.INT32,
 }
+
+
+# write errors that mean "no room": disk full, quota exceeded, file size limit (ulimit -f)
+_NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def _mib(n: int) -> str:
+    return f"{n:,} bytes ({n / 2**20:,.1f} MiB)"
 
 
 class BuildError(DynqError):
@@ -303,42 +312,47 @@ class Builder:
         return src
 
     # -- the pass --------------------------------------------------------------------------
+    def _check_free_space(self, outs: dict[str, Path]) -> None:
+        """Fail before the first tensor, not hours in, when the outputs cannot fit (each file
+        is written beside its final name, so an output being replaced needs its full size too)."""
+        need: dict[Path, int] = {}
+        for target, path in outs.items():
+            need[path.parent] = need.get(path.parent, 0) + self.plans[target].file_size
+        for folder, n in need.items():
+            probe = folder
+            while not probe.exists():  # the folder is created later: ask its nearest ancestor
+                probe = probe.parent
+            free = shutil.disk_usage(probe).free
+            if free < n:
+                raise BuildError(
+                    f"{folder}: not enough free space: the outputs need {_mib(n)}, "
+                    f"{_mib(free)} available"
+                )
+
     def run(self, progress: ProgressFn | None = None) -> list[BuildReport]:
         outs = {t: output_path(self.loaded, t, self.opts.out) for t in self.targets}
         if not self.opts.force:
             exist = [str(p) for p in outs.values() if p.exists()]
             if exist:
                 raise BuildError(f"{exist[0]}: already exists (use --force to overwrite)")
+        self._check_free_space(outs)
         reader = self._open_source()
         if not self.template_checked:
             self.template_checked = check_for_build(self.loaded, self.warn, source=reader)
         sha = self.loaded.sha256
         t0 = time.perf_counter()
-        with contextlib.ExitStack() as stack:
-            writers: dict[str, gguf.GGUFWriter] = {}
-            tmps: dict[str, Path] = {}
-            for target, path in outs.items():
-                tmp = stack.enter_context(atomic_path(path))
-                tmps[target] = tmp
-                writers[target] = self._start_writer(tmp, reader, target, sha)
-            reports = {t: [] for t in self.targets}
-            try:
-                self._stream(reader, writers, reports, progress)
-                for w in writers.values():
-                    w.close()
-            except OSError as e:
-                if e.errno == errno.ENOSPC:
-                    raise BuildError(
-                        f"{outs[self.targets[0]].parent}: disk full while writing"
-                    ) from None
-                raise
-            for target, tmp in tmps.items():
-                size = tmp.stat().st_size
-                if size != self.plans[target].file_size:
-                    raise BuildError(
-                        f"{outs[target]}: internal error: wrote {size} bytes, the Plan predicted "
-                        f"{self.plans[target].file_size}"
-                    )
+        try:
+            reports = self._write_all(outs, reader, sha, progress)
+        except OSError as e:
+            # numpy's tofile reports a short write (the disk filled up mid-tensor) without errno
+            if e.errno in _NO_ROOM or e.errno is None:
+                names = ", ".join(p.name for p in outs.values())
+                why = e.strerror if e.errno else f"short write, {e}: disk full or file size limit"
+                raise BuildError(
+                    f"{outs[self.targets[0]].parent}: cannot write {names}: {why} "
+                    "(nothing was kept; free space and run again)"
+                ) from None
+            raise
         seconds = time.perf_counter() - t0
         out: list[BuildReport] = []
         for target, path in outs.items():
@@ -362,6 +376,31 @@ class Builder:
             atomic_write_text(report_path(path), json.dumps(rep.to_json(), indent=1) + "\n")
             out.append(rep)
         return out
+
+    def _write_all(
+        self, outs: dict[str, Path], reader: GGUFFile, sha: str, progress: ProgressFn | None
+    ) -> dict[str, list[TensorReport]]:
+        """Every target written to a temp file beside its final name, renamed when all are
+        complete; any failure (Ctrl-C, a full disk) removes them all."""
+        with contextlib.ExitStack() as stack:
+            writers: dict[str, gguf.GGUFWriter] = {}
+            tmps: dict[str, Path] = {}
+            for target, path in outs.items():
+                tmp = stack.enter_context(atomic_path(path))
+                tmps[target] = tmp
+                writers[target] = self._start_writer(tmp, reader, target, sha)
+            reports: dict[str, list[TensorReport]] = {t: [] for t in self.targets}
+            self._stream(reader, writers, reports, progress)
+            for w in writers.values():
+                w.close()
+            for target, tmp in tmps.items():
+                size = tmp.stat().st_size
+                if size != self.plans[target].file_size:
+                    raise BuildError(
+                        f"{outs[target]}: internal error: wrote {size} bytes, the Plan predicted "
+                        f"{self.plans[target].file_size}"
+                    )
+        return reports
 
     def _start_writer(self, tmp: Path, reader: GGUFFile, target: str, sha: str) -> gguf.GGUFWriter:
         plan = self.plans[target]

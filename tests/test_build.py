@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import resource
+import shutil
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -241,3 +246,58 @@ def test_cli_build_json(tiny: Path, dynq):
     assert json.loads((tiny.parent / "cli" / "tiny-mix.build.json").read_text())["target"] == "mix"
     r = dynq("build", tiny, "--target", "mix", "--out", tiny.parent / "cli")
     assert r.code == 2 and "already exists" in r.err and r.err.count("\n") == 1
+
+
+def _unshare_works() -> bool:
+    if shutil.which("unshare") is None:
+        return False
+    p = subprocess.run(["unshare", "-rm", "true"], capture_output=True)
+    return p.returncode == 0
+
+
+@pytest.mark.skipif(not _unshare_works(), reason="needs `unshare -rm` to mount a small tmpfs")
+def test_cli_full_disk_fails_before_writing(tiny: Path, dynq):
+    """A real full disk: a 64 KiB tmpfs (mounted in a private user+mount namespace) cannot hold
+    the outputs; the build says so in one line before writing, and leaves nothing there."""
+    out = tiny.parent / "small"
+    out.mkdir()
+    exe = shutil.which("dynq", path=str(Path(sys.executable).parent))
+    cmd = [exe] if exe else [sys.executable, "-m", "dynq"]
+    script = (
+        'mount -t tmpfs -o size=64k tmpfs "$1" && shift && "$@"; rc=$?; '
+        'echo "files:$(ls -A "$OUT")"; exit $rc'
+    )
+    build = [*cmd, "build", str(tiny), "--target", "mix", "--out", str(out)]
+    p = subprocess.run(
+        ["unshare", "-rm", "sh", "-c", script, "sh", str(out), *build],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OUT": str(out)},
+    )
+    assert p.returncode == 2, p.stderr
+    err = p.stderr.strip()
+    assert "\n" not in err and "not enough free space" in err and str(out) in err, err
+    assert p.stdout.strip().endswith("files:"), p.stdout  # nothing left on the full disk
+
+
+def test_cli_write_refused_midway_leaves_nothing(tiny: Path, dynq):
+    """The kernel refuses a write partway (a file size limit, as `ulimit -f` sets; numpy sees a
+    short write, as when the disk fills during a build): one-line error, no file kept."""
+    out = tiny.parent / "limited"
+    exe = shutil.which("dynq", path=str(Path(sys.executable).parent))
+    cmd = [exe] if exe else [sys.executable, "-m", "dynq"]
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
+
+    p = subprocess.run(
+        [*cmd, "build", str(tiny), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        preexec_fn=limit,
+    )
+    assert p.returncode == 2, p.stderr
+    err = p.stderr.strip()
+    assert "\n" not in err and "cannot write" in err and "nothing was kept" in err, err
+    assert list(out.iterdir()) == []
+    assert len(_build(tiny)) == 2  # without the limit the same build succeeds
