@@ -146,14 +146,28 @@ def bench_model(work: Path, name: str, lq: Path, imatrix: Path, threads: int) ->
     return rows
 
 
-def synthetic_8b(work: Path, n_layers: int) -> Path:
-    """An 8B-shaped llama F16 GGUF of seeded random weights, written tensor by tensor."""
+def gguf_byte_symbol(b: int) -> str:
+    """GPT-2's byte-level alphabet: printable bytes stand for themselves, the others are
+    shifted to U+0100 and up (the mapping byte-level BPE vocabularies use)."""
+    keep = [*range(33, 127), *range(161, 173), *range(174, 256)]
+    if b in keep:
+        return chr(b)
+    return chr(256 + sorted(set(range(256)) - set(keep)).index(b))
+
+
+LLAMA3_8B = (4096, 14336, 128256, 1024)  # hidden, ffn, vocabulary, k/v width
+
+
+def synthetic_8b(work: Path, n_layers: int, dims: tuple[int, int, int, int] = LLAMA3_8B) -> Path:
+    """An 8B-shaped llama F16 GGUF of seeded random weights, written tensor by tensor (``dims``
+    shrinks it for a quick check of a bench script)."""
     import gguf
 
-    path = work / f"synth8b-{n_layers}L-f16.gguf"
+    tag = "8b" if dims == LLAMA3_8B else "x".join(map(str, dims))
+    path = work / f"synth{tag}-{n_layers}L-f16.gguf"
     if path.exists():
         return path
-    d, ff, vocab, kv = 4096, 14336, 128256, 1024
+    d, ff, vocab, kv = dims
     shapes: list[tuple[str, tuple[int, ...]]] = [("token_embd.weight", (vocab, d))]
     for i in range(n_layers):
         shapes += [
@@ -173,14 +187,17 @@ def synthetic_8b(work: Path, n_layers: int) -> Path:
     w.add_context_length(8192)
     w.add_embedding_length(d)
     w.add_feed_forward_length(ff)
-    w.add_head_count(32)
-    w.add_head_count_kv(8)
+    w.add_head_count(d // 128)
+    w.add_head_count_kv(kv // 128)
     w.add_layer_norm_rms_eps(1e-5)
     w.add_rope_freq_base(500000.0)
     w.add_vocab_size(vocab)
     w.add_tokenizer_model("gpt2")
-    w.add_token_list([f"t{i}" for i in range(vocab)])
-    w.add_token_merges(["t 1"])
+    # the 256 byte-level symbols first, so that any text tokenizes (one token per byte): the
+    # calibration of bench/measure.py runs real text through this model
+    byte_syms = [gguf_byte_symbol(b) for b in range(256)]
+    w.add_token_list([*byte_syms, "tt", *(f"t{i}" for i in range(257, vocab))])
+    w.add_token_merges(["t t"])
     for name, shape in shapes:
         dt = np.float32 if len(shape) == 1 else np.float16
         w.add_tensor_info(name, shape, np.dtype(dt), int(np.prod(shape)) * np.dtype(dt).itemsize)
