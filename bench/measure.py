@@ -90,16 +90,19 @@ def main() -> None:
         load_recipe(recipe), device=args.device, out=work / "out", force=True, say=say
     )
     total = time.perf_counter() - t0
-    phase = {"imatrix": t0, "errors": None, "probes": None}
-    for t, m in marks:
-        if m.startswith("measure: errors") and phase["errors"] is None:
-            phase["errors"] = t
-        if "exact KLD probes" in m:
-            phase["probes"] = t
+    # phases from the progress messages: imatrix until the first tensor's error, errors until
+    # the first probe (a resumed run skips what its partial file holds)
     end = t0 + total
-    imatrix_s = (phase["errors"] or end) - t0
-    errors_s = (phase["probes"] or end) - (phase["errors"] or end)
-    probes_s = end - (phase["probes"] or end)
+    first = {"errors": end, "probes": end}
+    for t, m in marks:
+        if m.startswith("measure: errors") and first["errors"] == end:
+            first["errors"] = t
+        if "exact KLD probes" in m:
+            first["probes"] = t
+    first["errors"] = min(first["errors"], first["probes"])
+    imatrix_s = first["errors"] - t0
+    errors_s = first["probes"] - first["errors"]
+    probes_s = end - first["probes"]
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10
     gpu = torch.cuda.max_memory_allocated() / 2**30 if args.device.startswith("cuda") else 0.0
     n_probes = sum(1 for _, m in marks if m.startswith("measure: probe "))
