@@ -32,15 +32,15 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from dynq.engine.gguf_file import GGUFFile  # noqa: E402
 from dynq.engine.model import load_model  # noqa: E402
 from dynq.evaluate import make_chunks, tokenize_text  # noqa: E402
+from dynq.gguf_io import read_gguf  # noqa: E402
 
 EVAL_TEXT = ROOT / "registry" / "calibration" / "eval-docs-code-v1.txt"
 
 
 def dynq_tokens_per_s(path: Path, chunks: torch.Tensor, device: str, batch: int) -> float:
-    model = load_model(GGUFFile(path), device)
+    model = load_model(path, device)
     model.logits(chunks[:1])  # warm-up (and the weight cache, where it applies)
     if device == "cuda":
         torch.cuda.synchronize()
@@ -58,7 +58,7 @@ def cpu(args: argparse.Namespace) -> None:
     work = args.work or Path(tempfile.mkdtemp(prefix="dynq-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     ref = f32_reference(work, "smollm2")
-    gf = GGUFFile(ref)
+    gf = read_gguf(ref)
     tokens = tokenize_text(gf, EVAL_TEXT.read_text(encoding="utf-8"))
     bos = gf.get("tokenizer.ggml.bos_token_id")
     chunks = make_chunks(tokens, 512, args.chunks, bos, False)

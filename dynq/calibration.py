@@ -84,7 +84,7 @@ def calibration_tokens(loaded: LoadedRecipe, source_path: Path) -> CalibrationTo
     cal = loaded.recipe.calibration
     if cal is None or not cal.text:
         raise CalibrationError(f"{loaded.path}: calibration.text: the recipe names no text")
-    tok = load_tokenizer(source_path)
+    tok = load_tokenizer(source)
     info = tokenizer_info(source)
     tokens: list[int] = []
     n_conv = 0

@@ -26,10 +26,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dynq.engine.gguf_file import GGUFFile
 from dynq.engine.model import Model, load_model
 from dynq.engine.tokenizer import load_tokenizer
 from dynq.errors import DynqError
+from dynq.gguf_io import GGUFFile, read_gguf
 
 MAGIC = b"_logits_"
 ROWS = 64  # positions projected to logits at once (bounds memory for large vocabularies)
@@ -302,9 +302,9 @@ def evaluate(
     """Score each candidate against the reference on ``tokens`` (ids, BOS included as the
     model tokenizes; or the text itself). The reference's log-probs are written to
     ``base_path`` (reused when it exists and matches), else to a temporary file."""
-    ref_gf = GGUFFile(reference_path)
+    ref_gf = read_gguf(reference_path)
     ref = load_model(ref_gf, device)  # raises on an unsupported architecture
-    cands = [GGUFFile(p) for p in candidate_paths]
+    cands = [read_gguf(p) for p in candidate_paths]
     for c in cands:
         check_same_model(ref_gf, c)
     if isinstance(tokens, str):

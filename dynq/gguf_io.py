@@ -1,9 +1,10 @@
-"""Reading GGUF files: a fast header parser, memory-mapped tensor data, errors naming the file.
+"""Reading GGUF files: one fast header parser, memory-mapped tensor data, errors naming the file.
 
 gguf's ``GGUFReader`` builds a numpy view per metadata item, which takes seconds on a tokenizer
-of 50k–260k tokens; dynq reads headers on every plan, build and eval, so it parses the header
-with ``struct`` over a memory map instead (same format: GGUF v2/v3, little-endian) and keeps
-gguf's enums and size table as the single source of truth.
+of 50k–260k tokens; dynq reads headers on every plan, build, eval and engine load, so it parses
+the header with ``struct`` over a memory map instead (same format: GGUF v2/v3, little-endian),
+decodes string arrays in one tight loop, and keeps gguf's enums and size table as the single
+source of truth. No tensor data is read until asked for.
 """
 
 from __future__ import annotations
@@ -32,6 +33,10 @@ _NUMPY = {
     GGUFValueType.FLOAT32: "<f4", GGUFValueType.BOOL: "?", GGUFValueType.UINT64: "<u8",
     GGUFValueType.INT64: "<i8", GGUFValueType.FLOAT64: "<f8",
 }  # fmt: skip
+_U64 = struct.Struct("<Q")
+# Strings keep bytes that are not UTF-8 as lone surrogates, so nothing is lost (a vocabulary's
+# hash in evaluate.model_signature encodes them back the same way).
+_DECODE_ERRORS = "surrogateescape"
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,8 +51,10 @@ class KV:
 
 @dataclass(frozen=True, slots=True)
 class TensorEntry:
+    """One tensor of the directory."""
+
     name: str
-    shape: tuple[int, ...]  # GGUF order: shape[0] is the row length
+    shape: tuple[int, ...]  # GGUF order: shape[0] is the row length (fastest-varying)
     type: GGMLQuantizationType
     offset: int  # absolute offset in the file
     nbytes: int
@@ -55,7 +62,11 @@ class TensorEntry:
 
 @dataclass
 class GGUFFile:
-    """A GGUF file's header, with its tensor data memory-mapped on demand."""
+    """A GGUF file's header, with its tensor data memory-mapped on demand.
+
+    ``fields`` maps each key to its ``KV`` (``get`` gives the value); ``tensors`` lists the
+    tensors in header order and ``by_name`` finds one by name.
+    """
 
     path: Path
     version: int
@@ -63,7 +74,11 @@ class GGUFFile:
     data_offset: int
     fields: dict[str, KV]
     tensors: list[TensorEntry]
-    _mm: np.memmap | None = field(default=None, repr=False)
+    by_name: dict[str, TensorEntry] = field(init=False, repr=False)
+    _mm: np.memmap | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.by_name = {t.name: t for t in self.tensors}
 
     def get(self, key: str, default: object = None) -> object:
         kv = self.fields.get(key)
@@ -71,13 +86,18 @@ class GGUFFile:
 
     @property
     def arch(self) -> str:
+        """``general.architecture``, or "" when the header has none."""
         return str(self.get("general.architecture", ""))
 
+    def arch_key(self, key: str, default: object = None) -> object:
+        """The architecture's own key: ``arch_key("block_count")`` reads ``<arch>.block_count``."""
+        return self.get(f"{self.arch}.{key}", default)
+
     def raw(self, t: TensorEntry) -> np.ndarray:
-        """A tensor's stored bytes (read-only memory map)."""
+        """A tensor's stored bytes: a read-only uint8 view of the memory-mapped file (no copy)."""
         if self._mm is None:
             self._mm = np.memmap(self.path, dtype=np.uint8, mode="r")
-        return self._mm[t.offset : t.offset + t.nbytes]
+        return self._mm[t.offset : t.offset + t.nbytes].view(np.ndarray)
 
     def read(self, t: TensorEntry) -> np.ndarray:
         """A tensor's stored bytes, read into fresh memory (not the map): a streaming reader
@@ -107,10 +127,13 @@ class _Cursor:
         self.pos = 0
         self.path = path
 
+    def truncated(self) -> InventoryError:
+        return InventoryError(f"{self.path}: truncated GGUF header at byte {self.pos}")
+
     def take(self, fmt: str) -> tuple:
         size = struct.calcsize(fmt)
         if self.pos + size > len(self.buf):
-            raise InventoryError(f"{self.path}: truncated GGUF header at byte {self.pos}")
+            raise self.truncated()
         out = struct.unpack_from(fmt, self.buf, self.pos)
         self.pos += size
         return out
@@ -118,30 +141,58 @@ class _Cursor:
     def string(self) -> str:
         (n,) = self.take("<Q")
         if self.pos + n > len(self.buf):
-            raise InventoryError(f"{self.path}: truncated GGUF header at byte {self.pos}")
-        s = self.buf[self.pos : self.pos + n].decode("utf-8", errors="replace")
+            raise self.truncated()
+        s = self.buf[self.pos : self.pos + n].decode("utf-8", _DECODE_ERRORS)
         self.pos += n
         return s
 
-    def value(self, vtype: GGUFValueType) -> tuple[object, GGUFValueType | None]:
+    def strings(self, n: int) -> list[str]:
+        """``n`` strings in one tight loop (a vocabulary has up to ~260k of them)."""
+        buf, pos, size = self.buf, self.pos, len(self.buf)
+        if n > (size - pos) // 8:  # each string takes at least its 8-byte length
+            raise self.truncated()
+        unpack = _U64.unpack_from
+        out: list[str] = []
+        append = out.append
+        for _ in range(n):
+            if pos + 8 > size:
+                break
+            (ln,) = unpack(buf, pos)
+            pos += 8
+            append(buf[pos : pos + ln].decode("utf-8", _DECODE_ERRORS))
+            pos += ln
+        if len(out) < n or pos > size:
+            self.pos = min(pos, size)
+            raise self.truncated()
+        self.pos = pos
+        return out
+
+    def value_type(self, raw: int, key: str) -> GGUFValueType:
+        try:
+            return GGUFValueType(raw)
+        except ValueError:
+            raise InventoryError(f"{self.path}: key '{key}': unknown value type {raw}") from None
+
+    def value(self, vtype: GGUFValueType, key: str) -> tuple[object, GGUFValueType | None]:
         if vtype == GGUFValueType.STRING:
             return self.string(), None
         if vtype in _SCALAR:
             return self.take(_SCALAR[vtype])[0], None
-        if vtype == GGUFValueType.ARRAY:
-            (sub,) = self.take("<I")
-            (n,) = self.take("<Q")
-            sub_t = GGUFValueType(sub)
-            if sub_t in _NUMPY:
-                dt = np.dtype(_NUMPY[sub_t])
-                end = self.pos + n * dt.itemsize
-                if end > len(self.buf):
-                    raise InventoryError(f"{self.path}: truncated GGUF header at byte {self.pos}")
-                arr = np.frombuffer(self.buf, dtype=dt, count=n, offset=self.pos)
-                self.pos = end
-                return arr.tolist(), sub_t
-            return [self.value(sub_t)[0] for _ in range(n)], sub_t
-        raise InventoryError(f"{self.path}: unknown GGUF value type {vtype} at byte {self.pos}")
+        # an array
+        (sub,) = self.take("<I")
+        (n,) = self.take("<Q")
+        sub_t = self.value_type(sub, key)
+        if sub_t in _NUMPY:
+            dt = np.dtype(_NUMPY[sub_t])
+            end = self.pos + n * dt.itemsize
+            if end > len(self.buf):
+                raise self.truncated()
+            arr = np.frombuffer(self.buf, dtype=dt, count=n, offset=self.pos)
+            self.pos = end
+            return arr.tolist(), sub_t
+        if sub_t == GGUFValueType.STRING:
+            return self.strings(n), sub_t
+        return [self.value(sub_t, key)[0] for _ in range(n)], sub_t
 
 
 def read_gguf(path: str | os.PathLike[str]) -> GGUFFile:
@@ -156,7 +207,7 @@ def read_gguf(path: str | os.PathLike[str]) -> GGUFFile:
         raise InventoryError(f"{p}: cannot read: {e}") from None
     try:
         return _parse(buf, p)
-    except (struct.error, ValueError, UnicodeDecodeError) as e:
+    except (struct.error, ValueError) as e:
         raise InventoryError(f"{p}: not a readable GGUF file ({e})") from None
     finally:
         buf.close()
@@ -177,11 +228,8 @@ def _parse(buf: mmap.mmap, p: Path) -> GGUFFile:
         start = c.pos
         key = c.string()
         (vt,) = c.take("<I")
-        try:
-            vtype = GGUFValueType(vt)
-        except ValueError:
-            raise InventoryError(f"{p}: key '{key}': unknown value type {vt}") from None
-        value, sub = c.value(vtype)
+        vtype = c.value_type(vt, key)
+        value, sub = c.value(vtype, key)
         fields[key] = KV(vtype, value, c.pos - start, sub)
     alignment = int(fields["general.alignment"].value) if "general.alignment" in fields else 32
     infos = []
@@ -203,12 +251,13 @@ def _parse(buf: mmap.mmap, p: Path) -> GGUFFile:
         n = 1
         for d in shape:
             n *= d
-        tensors.append(TensorEntry(name, shape, qt, data_offset + off, n // block * size))
-    end = max((t.offset + t.nbytes for t in tensors), default=data_offset)
-    if len(buf) < end:
-        raise InventoryError(
-            f"{p}: truncated GGUF: header describes {end} bytes but file has {len(buf)}"
-        )
+        t = TensorEntry(name, shape, qt, data_offset + off, n // block * size)
+        if t.offset + t.nbytes > len(buf):
+            raise InventoryError(
+                f"{p}: truncated GGUF: tensor '{name}' ends at byte {t.offset + t.nbytes}, "
+                f"beyond the end of the file ({len(buf)} bytes)"
+            )
+        tensors.append(t)
     return GGUFFile(p, version, alignment, data_offset, fields, tensors)
 
 
@@ -221,13 +270,13 @@ def _first(v: object) -> int | None:
 def hparams_of(f: GGUFFile) -> dict[str, int]:
     """The hparams llama-quantize's per-tensor rules read (layer 0 where they vary)."""
     keys = {
-        "n_head": f"{f.arch}.attention.head_count",
-        "n_head_kv": f"{f.arch}.attention.head_count_kv",
-        "n_expert": f"{f.arch}.expert_count",
+        "n_head": "attention.head_count",
+        "n_head_kv": "attention.head_count_kv",
+        "n_expert": "expert_count",
     }
     out = {}
     for name, key in keys.items():
-        v = _first(f.get(key))
+        v = _first(f.arch_key(key))
         if v is not None and v > 0:
             out[name] = v
     return out
@@ -238,7 +287,7 @@ def inventory_of(f: GGUFFile, origin: str | None = None) -> Inventory:
     arch = f.arch
     if not arch:
         raise InventoryError(f"{f.path}: general.architecture: key missing from GGUF header")
-    n_layers = int(f.get(f"{arch}.block_count", 0) or 0)  # type: ignore[arg-type]
+    n_layers = int(f.arch_key("block_count", 0) or 0)  # type: ignore[arg-type]
     return Inventory(
         arch=arch,
         origin=origin or str(f.path),

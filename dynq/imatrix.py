@@ -16,9 +16,9 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from dynq.engine.gguf_file import GGUFFile
 from dynq.engine.model import load_model
 from dynq.evaluate import make_chunks, tokenize_text
+from dynq.gguf_io import read_gguf
 from dynq.imatrix_file import Imatrix
 
 
@@ -34,7 +34,7 @@ def collect_imatrix(
     progress: Callable[[str], None] | None = None,
 ) -> Imatrix:
     """Run the model over the chunks, accumulating each layer matrix's input statistics."""
-    gf = GGUFFile(model_path)
+    gf = read_gguf(model_path)
     model = load_model(gf, device)
     if isinstance(tokens, str):
         tokens = tokenize_text(gf, tokens)

@@ -42,6 +42,7 @@ from dynq.errors import DynqError
 from dynq.fsutil import atomic_write_text
 
 if TYPE_CHECKING:
+    from dynq.gguf_io import GGUFFile
     from dynq.recipe import LoadedRecipe
 
 FORMAT = 1
@@ -141,11 +142,9 @@ class _Prober:
     only the layers from the replaced tensor's on; the weights are the engine's (kept in memory
     for a model that fits its cache, streamed otherwise)."""
 
-    def __init__(self, src: Path, tokens: torch.Tensor, device: str) -> None:
-        from dynq.engine.gguf_file import GGUFFile
+    def __init__(self, gf: GGUFFile, tokens: torch.Tensor, device: str) -> None:
         from dynq.engine.model import load_model
 
-        gf = GGUFFile(src)
         self.model = load_model(gf, device)
         self.tokens = tokens.to(self.model.device)
         with torch.inference_mode():
@@ -210,7 +209,6 @@ def measure(
     """Measure (or read back) the recipe's sensitivities; returns the JSON object and its path."""
     from dynq.calibration import calibration_tokens, dataset_label, recipe_imatrix
     from dynq.compare import reference_path
-    from dynq.engine.gguf_file import GGUFFile
     from dynq.evaluate import make_chunks
     from dynq.gguf_io import read_gguf
     from dynq.sources import sha256_file
@@ -256,14 +254,13 @@ def measure(
     tensors = _groups(loaded)
     info = {t.name: t for t in tensors}
     reader = read_gguf(src)
-    entries = {t.name: t for t in reader.tensors}
     from dynq.build import source_floats
 
     # 1. the estimate e for every (tensor, candidate type)
     for i, t in enumerate(tensors):
         if t.name in state["errors"]:
             continue
-        x = source_floats(reader, entries[t.name])
+        x = source_floats(reader, reader.by_name[t.name])
         imp = im.importance(t.name) if t.kind != "token_embd" else None
         errs = {}
         for qt in _effective(types, t.shape[0]):
@@ -274,10 +271,9 @@ def measure(
 
     # 2. exact probes: per kind at the first, middle and last layer; plus a seeded sample
     ct = calibration_tokens(loaded, src)
-    gf = GGUFFile(src)
-    bos = gf.get("tokenizer.ggml.bos_token_id")
+    bos = reader.get("tokenizer.ggml.bos_token_id")
     add_bos = bool(
-        gf.get("tokenizer.ggml.add_bos_token", gf.get("tokenizer.ggml.model") == "llama")
+        reader.get("tokenizer.ggml.add_bos_token", reader.get("tokenizer.ggml.model") == "llama")
     )
     chunks = make_chunks(ct.tokens, cal.ctx, probe_chunks, bos, add_bos)
     by_kind: dict[str, list[_Tensor]] = {}
@@ -301,10 +297,10 @@ def measure(
     todo = [p for p in plan if f"{p[1]}|{p[2]}" not in state["probes"]]
     if todo:
         say(f"measure: {len(todo)} exact KLD probes on {chunks.shape[0]}×{chunks.shape[1]} tokens")
-        prober = _Prober(src, chunks, device)
+        prober = _Prober(reader, chunks, device)
         for j, (_, name, q) in enumerate(todo):
             t = info[name]
-            x = source_floats(reader, entries[name])
+            x = source_floats(reader, reader.by_name[name])
             imp = im.importance(name) if t.kind != "token_embd" else None
             _, data = _error(x, qtypes.get(q), imp, device)
             w = torch.from_numpy(kernels.dequantize(data, q, t.shape))

@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-from dynq.engine.gguf_file import GGUFFile
 from dynq.engine.model import (
     Model,
     UnsupportedArchitectureError,
@@ -16,7 +15,6 @@ from dynq.engine.model import (
 from dynq.engine.tokenizer import GGUFTokenizer, load_tokenizer
 
 __all__ = [
-    "GGUFFile",
     "GGUFTokenizer",
     "Model",
     "UnsupportedArchitectureError",

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 
 from dynq.engine.common import apply_rope, attention, causal_mask, gelu_tanh, rms_norm, rope_cos_sin
@@ -28,7 +27,7 @@ class Gemma3Model(Model):
         pattern = gf.arch_key("attention.sliding_window_pattern")
         if self.n_swa <= 0:
             self.is_swa = [False] * self.n_layer
-        elif isinstance(pattern, np.ndarray | list):
+        elif isinstance(pattern, list):
             self.is_swa = [bool(p) for p in pattern][: self.n_layer]
         else:
             n = int(pattern) if pattern is not None else 6

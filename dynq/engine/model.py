@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from pathlib import Path
 from typing import ClassVar
 
 import torch
 
 from dynq.engine.common import ACTIVATION_TYPE, ggml_activation_round
-from dynq.engine.gguf_file import GGUFFile
 from dynq.engine.weights import LayerWeights, WeightSource
 from dynq.errors import DynqError
+from dynq.gguf_io import GGUFFile, read_gguf
 
 # hook(tensor_name, input_activations [N, n_in]) called before every matrix multiply
 MatmulHook = Callable[[str, torch.Tensor], None]
@@ -63,7 +62,7 @@ class Model:
         self.n_rot = int(gf.arch_key("rope.dimension_count", self.head_dim))
         out = "output.weight" if self.w.has("output.weight") else "token_embd.weight"
         self.output_name = out
-        self.n_vocab = int(gf.tensors[out].shape[1])
+        self.n_vocab = int(gf.by_name[out].shape[1])
         self.setup()
 
     def _key(self, key: str):
@@ -127,7 +126,7 @@ class Model:
         as llama.cpp's CPU backend rounds them for that weight's type."""
         if self.numerics != "ggml":
             return x
-        t = self.gf.tensors[weight_name].type_name
+        t = self.gf.by_name[weight_name].type.name
         return ggml_activation_round(x, ACTIVATION_TYPE.get(t))
 
     def logits(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -161,7 +160,7 @@ def load_model(
 ) -> Model:
     """Open a GGUF model for the forward pass on ``device`` ("cpu", "cuda", ...)."""
     _load_archs()
-    gf = source if isinstance(source, GGUFFile) else GGUFFile(Path(source))
+    gf = source if isinstance(source, GGUFFile) else read_gguf(source)
     arch = gf.arch
     cls = ARCHITECTURES.get(arch)
     if cls is None:

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
 
-from dynq.engine.gguf_file import GGUFFile
 from dynq.errors import DynqError
+from dynq.gguf_io import GGUFFile, read_gguf
 
 # llama.cpp token types (tokenizer.ggml.token_type)
 TOKEN_NORMAL, TOKEN_UNKNOWN, TOKEN_CONTROL, TOKEN_USER_DEFINED, TOKEN_UNUSED, TOKEN_BYTE = (
@@ -108,7 +108,7 @@ def _special(gf: GGUFFile, key: str) -> int | None:
 
 def load_tokenizer(source: str | os.PathLike[str] | GGUFFile) -> GGUFTokenizer:
     """Build the tokenizer of a GGUF file (a path or an open ``GGUFFile``)."""
-    gf = source if isinstance(source, GGUFFile) else GGUFFile(source)
+    gf = source if isinstance(source, GGUFFile) else read_gguf(source)
     model = gf.get("tokenizer.ggml.model")
     tokens = gf.get("tokenizer.ggml.tokens")
     if model is None or tokens is None:

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import os
 
+import gguf
 import numpy as np
 import torch
 
-from dynq.engine.gguf_file import GGUFFile
 from dynq.errors import InventoryError
+from dynq.gguf_io import GGUFFile
 
 
 def _kernels():
@@ -31,12 +32,11 @@ def _kernels():
     return kernel_dequantize
 
 
-def dequantize(raw: np.ndarray, ggml_type: int, shape: tuple[int, ...]) -> np.ndarray:
-    """F32 values of ``raw`` (uint8) holding a tensor of GGML type ``ggml_type`` and GGUF
-    ``shape`` (fastest dimension first); the result has numpy/torch order (shape reversed)."""
-    import gguf
-
-    qt = gguf.GGMLQuantizationType(ggml_type)
+def dequantize(
+    raw: np.ndarray, qt: gguf.GGMLQuantizationType, shape: tuple[int, ...]
+) -> np.ndarray:
+    """F32 values of ``raw`` (uint8) holding a tensor of GGML type ``qt`` and GGUF ``shape``
+    (fastest dimension first); the result has numpy/torch order (shape reversed)."""
     np_shape = tuple(reversed(shape))
     if qt == gguf.GGMLQuantizationType.F32:
         return raw.view(np.float32).reshape(np_shape)
@@ -74,23 +74,23 @@ class WeightSource:
     def __init__(self, gf: GGUFFile, device: str | torch.device = "cpu"):
         self.gf = gf
         self.device = torch.device(device)
-        f32_bytes = sum(4 * int(np.prod(t.shape)) for t in gf.tensors.values())
+        f32_bytes = sum(4 * int(np.prod(t.shape)) for t in gf.tensors)
         self._cache: dict[str, torch.Tensor] | None = {} if f32_bytes <= _cache_limit() else None
         #: tensors used instead of the file's (dynq measure runs the model with one replaced)
         self.overrides: dict[str, torch.Tensor] = {}
 
     def has(self, name: str) -> bool:
-        return name in self.gf.tensors
+        return name in self.gf.by_name
 
     def tensor(self, name: str) -> torch.Tensor:
         if name in self.overrides:
             return self.overrides[name]
         if self._cache is not None and name in self._cache:
             return self._cache[name]
-        t = self.gf.tensors.get(name)
+        t = self.gf.by_name.get(name)
         if t is None:
             raise InventoryError(f"{self.gf.path}: tensor {name}: not in file")
-        arr = dequantize(self.gf.raw(name), t.ggml_type, t.shape)
+        arr = dequantize(self.gf.raw(t), t.type, t.shape)
         if not arr.flags.writeable:
             arr = arr.copy()
         out = torch.from_numpy(arr).to(self.device)
@@ -100,25 +100,23 @@ class WeightSource:
 
     def rows(self, name: str, ids: torch.Tensor) -> torch.Tensor:
         """Rows ``ids`` of a 2-D tensor (an embedding), dequantizing only those rows."""
-        import gguf
-
         if self._cache is not None or name in self.overrides:
             return self.tensor(name)[ids.to(self.device, torch.long)]
-        t = self.gf.tensors.get(name)
+        t = self.gf.by_name.get(name)
         if t is None:
             raise InventoryError(f"{self.gf.path}: tensor {name}: not in file")
         n_cols, n_rows = t.shape[0], int(np.prod(t.shape[1:]))
-        block, type_size = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType(t.ggml_type)]
-        raw = self.gf.raw(name).reshape(n_rows, n_cols // block * type_size)
+        block, type_size = gguf.GGML_QUANT_SIZES[t.type]
+        raw = self.gf.raw(t).reshape(n_rows, n_cols // block * type_size)
         flat = ids.reshape(-1).cpu()
         uniq, inv = torch.unique(flat, return_inverse=True)
-        sub = dequantize(np.ascontiguousarray(raw[uniq.numpy()]), t.ggml_type, (n_cols, len(uniq)))
+        sub = dequantize(np.ascontiguousarray(raw[uniq.numpy()]), t.type, (n_cols, len(uniq)))
         out = torch.from_numpy(np.array(sub, dtype=np.float32))[inv]
         return out.reshape(*ids.shape, n_cols).to(self.device)
 
     def layer(self, il: int) -> LayerWeights:
         prefix = f"blk.{il}."
-        names = [n for n in self.gf.tensors if n.startswith(prefix)]
+        names = [t.name for t in self.gf.tensors if t.name.startswith(prefix)]
         if not names:
             raise InventoryError(f"{self.gf.path}: layer {il}: no tensors blk.{il}.*")
         return LayerWeights(il, {n[len(prefix) :]: self.tensor(n) for n in names})

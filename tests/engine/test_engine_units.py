@@ -1,49 +1,10 @@
-"""Small checks of the engine's pieces: the GGUF parser, RoPE modes, activation rounding."""
+"""Small checks of the engine's pieces: RoPE modes, masks, activation rounding, weight cache."""
 
 from __future__ import annotations
 
-import gguf
-import numpy as np
-import pytest
 import torch
 
 from dynq.engine.common import apply_rope, causal_mask, ggml_activation_round, rope_cos_sin
-from dynq.engine.gguf_file import GGUFFile
-from dynq.errors import InventoryError
-
-
-def test_gguf_file_matches_gguf_reader(tmp_path):
-    p = tmp_path / "t.gguf"
-    w = gguf.GGUFWriter(str(p), "llama")
-    w.add_block_count(2)
-    w.add_array("tokenizer.ggml.tokens", ["a", "b", "ĠΩ"])
-    w.add_array("tokenizer.ggml.scores", [0.5, -1.0, 2.0])
-    w.add_bool("tokenizer.ggml.add_bos_token", True)
-    x = np.arange(64, dtype=np.float32).reshape(2, 32)
-    w.add_tensor("blk.0.attn_norm.weight", x)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    g = GGUFFile(p)
-    assert g.arch == "llama" and g.arch_key("block_count") == 2
-    assert g.get("tokenizer.ggml.tokens") == ["a", "b", "ĠΩ"]
-    np.testing.assert_array_equal(g.get("tokenizer.ggml.scores"), [0.5, -1.0, 2.0])
-    assert g.get("tokenizer.ggml.add_bos_token") is True
-    t = g.tensors["blk.0.attn_norm.weight"]
-    assert t.shape == (32, 2)
-    np.testing.assert_array_equal(np.frombuffer(g.raw(t.name), np.float32).reshape(2, 32), x)
-    r = gguf.GGUFReader(p)
-    assert r.tensors[0].data_offset == t.offset
-
-
-def test_gguf_file_errors(tmp_path):
-    with pytest.raises(InventoryError, match="not found"):
-        GGUFFile(tmp_path / "missing.gguf")
-    bad = tmp_path / "bad.gguf"
-    bad.write_bytes(b"NOPE" + bytes(40))
-    with pytest.raises(InventoryError, match="bad magic"):
-        GGUFFile(bad)
 
 
 def test_rope_modes():
@@ -83,14 +44,14 @@ def test_weight_cache_same_logits_as_streaming(smollm2_path, monkeypatch):
     logits (DYNQ_WEIGHT_CACHE_MB=0 forces streaming)."""
     import torch
 
-    from dynq.engine.gguf_file import GGUFFile
     from dynq.engine.model import load_model
+    from dynq.gguf_io import read_gguf
 
     tokens = torch.tensor([[1, 504, 3458, 282, 4649, 314]])
-    cached = load_model(GGUFFile(smollm2_path), "cpu")
+    cached = load_model(read_gguf(smollm2_path), "cpu")
     a = cached.logits(tokens)
     assert cached.w._cache and "blk.0.attn_q.weight" in cached.w._cache
     monkeypatch.setenv("DYNQ_WEIGHT_CACHE_MB", "0")
-    streamed = load_model(GGUFFile(smollm2_path), "cpu")
+    streamed = load_model(read_gguf(smollm2_path), "cpu")
     assert streamed.w._cache is None
     torch.testing.assert_close(streamed.logits(tokens), a, rtol=0, atol=0)
