@@ -116,7 +116,7 @@ def group_changes(old: Plan, new: Plan) -> list[TypeChange]:
 def _scalar_fields(lr: LoadedRecipe) -> dict[str, str]:
     r = lr.recipe
     data = {"description": r.description}
-    for section in ("model", "calibration", "evaluation"):
+    for section in ("model", "calibration", "evaluation", "measure"):
         obj = getattr(r, section)
         if obj is None:
             continue

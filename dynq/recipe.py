@@ -139,6 +139,28 @@ class Evaluation(_Strict):
         return v
 
 
+class Measure(_Strict):
+    """How ``dynq measure`` judges this model's tensors: its defaults (command-line flags win),
+    and a note on what the measurement costs at this model's scale."""
+
+    types: list[str] = Field(
+        default_factory=list,
+        description="candidate types: names, or 'default' (k-quants, legacy, IQ4_NL/XS) and "
+        "'lowbit' (the 1-3 bit grid types); empty: 'default'",
+    )
+    probe_chunks: int = Field(default=2, ge=1, description="calibration chunks per exact probe")
+    sample: int = Field(default=24, ge=0, description="(tensor, type) pairs checked exactly")
+    note: str | None = None
+
+    @field_validator("types")
+    @classmethod
+    def _known_types(cls, v: list[str]) -> list[str]:
+        for t in v:
+            if t.lower() not in ("default", "lowbit"):
+                _check_weight_type(t)
+        return v
+
+
 class Rule(_Strict):
     """Give matching tensors a type. ``match`` is a glob on the GGUF tensor name, or a regular
     expression after ``re:``; ``layers`` restricts it to layer ranges like ``"0-3,58-61"``."""
@@ -267,6 +289,7 @@ class Recipe(_Strict):
     model: Model
     calibration: Calibration | None = None
     evaluation: Evaluation | None = None
+    measure: Measure | None = None
     rules: list[Rule] = Field(default_factory=list, description="shared by every target")
     targets: dict[str, Target]
 

@@ -18,14 +18,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--types",
         help="candidate types, comma-separated; 'default' and 'lowbit' name the two sets "
-        "(default: the k-quants, legacy types, IQ4_NL and IQ4_XS)",
+        "(default: the recipe's [measure] types, else the k-quants, legacy types, IQ4_NL and "
+        "IQ4_XS)",
     )
     p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1 ...")
     p.add_argument(
         "--out", type=Path, help="where the recipe's imatrix lives (default build/<name>/)"
     )
-    p.add_argument("--probe-chunks", type=int, default=2, help="calibration chunks per probe")
-    p.add_argument("--sample", type=int, default=24, help="pairs checked for faithfulness")
+    p.add_argument(
+        "--probe-chunks", type=int, help="calibration chunks per probe (default: [measure], 2)"
+    )
+    p.add_argument(
+        "--sample", type=int, help="pairs checked for faithfulness (default: [measure], 24)"
+    )
     p.add_argument("--force", action="store_true", help="measure again even if up to date")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=run)
@@ -35,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from dynq.measure import measure, parse_types
-    from dynq.recipe import load_recipe
+    from dynq.recipe import Measure, load_recipe
 
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise DynqError(f"--device {args.device}: CUDA is not available in this torch build")
@@ -45,13 +50,17 @@ def run(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(m, file=sys.stderr)
 
+    spec = loaded.recipe.measure or Measure()  # the recipe's [measure] defaults; flags win
+    types = args.types if args.types is not None else ",".join(spec.types)
     res, path = measure(
         loaded,
-        types=parse_types(args.types),
+        types=parse_types(types),
         device=args.device,
         out=args.out,
-        probe_chunks=max(1, args.probe_chunks),
-        sample=max(0, args.sample),
+        probe_chunks=max(
+            1, args.probe_chunks if args.probe_chunks is not None else spec.probe_chunks
+        ),
+        sample=max(0, args.sample if args.sample is not None else spec.sample),
         force=args.force,
         say=say,
     )

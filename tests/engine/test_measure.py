@@ -42,10 +42,18 @@ def test_measure_costs_probes_and_cache(dynq, recipe, tmp_path):
     f = res["faithfulness"]
     assert f["pairs"] == 6 and len(f["sample"]) == 6
     assert all(s["exact"] > 0 for s in f["sample"])
-    # up to date: read back, not measured again
-    r = dynq("measure", recipe, "--types", "Q8_0,Q6_K", "--probe-chunks", "1",
-             "--sample", "6", "--out", tmp_path / "out")  # fmt: skip
-    assert r.code == 0 and "up to date" in r.err
+    # up to date: read back, not measured again — the same settings taken from the recipe's
+    # [measure] table instead of the flags
+    text = recipe.read_text()
+    recipe.write_text(
+        text + '\n[measure]\ntypes = ["Q8_0", "Q6_K"]\nprobe_chunks = 1\nsample = 6\n'
+    )
+    r = dynq("measure", recipe, "--out", tmp_path / "out")
+    assert r.code == 0 and "up to date" in r.err, r.err
+    recipe.write_text(text + '\n[measure]\ntypes = ["default", "Q9_K"]\n')
+    r = dynq("measure", recipe, "--out", tmp_path / "out")
+    assert r.code == 2 and r.err.count("\n") == 1, r.err
+    assert str(recipe) in r.err and "measure.types" in r.err and "Q9_K" in r.err, r.err
     assert not (tmp_path / "measurements" / "m.partial.json").exists()
 
 
