@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import threading
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -29,6 +29,8 @@ from dynq import qtypes
 from dynq.errors import DynqError, KernelError
 from dynq.kernels import floats, iq_lowbit, iquants, kquants, legacy, special, ternary  # noqa: F401
 from dynq.kernels.base import REGISTRY, Kernel
+
+T = TypeVar("T")
 
 __all__ = ["dequantize", "kernel_for", "quantize", "supported_types", "weighted_error"]
 
@@ -123,6 +125,25 @@ def _chunk_rows(kernel: type[Kernel], n: int, dev: torch.device) -> int:
     return max(1, elems // max(n, 1))
 
 
+def _map_cpu_chunks(job: Callable[[int], T], starts: Sequence[int]) -> list[T]:
+    """``job`` over the chunks starting at ``starts``, in order, on the CPU.
+
+    Every op runs on one thread: the kernels run thousands of small and mid-sized ops, for
+    which intra-op threading costs more in synchronisation than it gains, and on a busy machine
+    each parallel region can wait milliseconds for its second thread (measured: a 7 ms call
+    taking up to 3.8 s; a dequantization 45 times slower). Chunks run in parallel Python threads
+    instead (torch releases the GIL inside ops), as many as torch's thread setting.
+    """
+    with _threads_lock:
+        threads = _threads_saved if _threads_users else torch.get_num_threads()
+    workers = min(threads, len(starts))
+    with _single_threaded_ops():
+        if workers <= 1:
+            return [job(r0) for r0 in starts]
+        with ThreadPoolExecutor(workers) as pool:
+            return list(pool.map(job, starts))
+
+
 def quantize(
     x: Any,
     qtype: qtypes.GGMLType | GGMLQuantizationType | str,
@@ -179,12 +200,6 @@ def quantize(
         q = kernel.quantize_rows(chunk, w)
         out[r0 * row_bytes : r1 * row_bytes] = q.reshape(-1).cpu().numpy()
 
-    starts = range(0, rows, step)
-    workers = 1
-    if dev.type == "cpu":
-        with _threads_lock:
-            threads = _threads_saved if _threads_users else torch.get_num_threads()
-        workers = min(threads, len(starts))
     if dev.type != "cpu":
         r0 = 0
         while r0 < rows:
@@ -198,19 +213,7 @@ def quantize(
                 continue
             r0 += step
         return out
-    # On the CPU every op runs on one thread: the kernels run thousands of small and mid-sized
-    # ops, for which intra-op threading costs more in synchronisation than it gains, and on a
-    # busy machine each parallel region can wait milliseconds for its second thread (measured:
-    # a 7 ms call taking up to 3.8 s). Chunks run in parallel Python threads instead (torch
-    # releases the GIL inside ops).
-    with _single_threaded_ops():
-        if workers <= 1:
-            for r0 in starts:
-                job(r0)
-        else:
-            with ThreadPoolExecutor(workers) as pool:
-                for _ in pool.map(job, starts):
-                    pass
+    _map_cpu_chunks(job, range(0, rows, step))
     return out
 
 
@@ -250,9 +253,12 @@ def dequantize(
     if rows and n:
         step = _chunk_rows(kernel, n, torch.device("cpu"))
         raw2 = raw.reshape(rows, row_bytes)
-        for r0 in range(0, rows, step):
+
+        def job(r0: int) -> None:
             r1 = min(rows, r0 + step)
             out[r0:r1] = kernel.dequantize_rows(raw2[r0:r1], n).numpy()
+
+        _map_cpu_chunks(job, range(0, rows, step))
     return out.reshape(tuple(reversed(shape)))
 
 
@@ -284,10 +290,9 @@ def weighted_error(
     w = None
     if imatrix is not None:
         w = _as_tensor(imatrix, "imatrix").to(device=dev, dtype=torch.float32).view(1, n)
-    num = torch.zeros((), dtype=torch.float64, device=dev)
-    den = torch.zeros((), dtype=torch.float64, device=dev)
     step = _chunk_rows(kernel, n, dev)
-    for r0 in range(0, rows, step):
+
+    def job(r0: int) -> tuple[torch.Tensor, torch.Tensor]:
         xc = xt[r0 : r0 + step].to(device=dev, dtype=torch.float32)
         q = kernel.dequantize_rows(raw[r0 : r0 + step].to(dev), n)
         d2 = (xc - q).square_()
@@ -295,6 +300,10 @@ def weighted_error(
         if w is not None:
             d2.mul_(w)
             x2.mul_(w)
-        num += d2.sum(dtype=torch.float64)
-        den += x2.sum(dtype=torch.float64)
+        return d2.sum(dtype=torch.float64), x2.sum(dtype=torch.float64)
+
+    starts = range(0, rows, step)
+    parts = _map_cpu_chunks(job, starts) if dev.type == "cpu" else [job(r0) for r0 in starts]
+    num = sum((p[0] for p in parts), torch.zeros((), dtype=torch.float64, device=dev))
+    den = sum((p[1] for p in parts), torch.zeros((), dtype=torch.float64, device=dev))
     return float(num), float(den)
