@@ -61,8 +61,6 @@ NOTE_MARK = "dynq tune:"
 _CREATED_BASE = "q8_0"  # skeleton of a new target while its base is being chosen
 _MAX_ROUNDS = 8
 NODE_LIMIT = 200_000  # branch and bound nodes before settling for the Lagrangian gap
-BIG_STEP = 20  # a group whose options span more than 1/20 of the budget is tried choice by choice
-BIG_GROUPS = 3  # ... the 3 widest such groups at most
 _EPS = 1e-12
 
 
@@ -367,11 +365,17 @@ def dual_value(groups: Sequence[Sequence[Option]], capacity: int, lam: float) ->
     return sum(min(o.cost + lam * o.bytes for o in g) for g in groups) - lam * capacity
 
 
-def _greedy(
-    groups: Sequence[Sequence[Option]], fronts: list[list[int]], capacity: int
-) -> tuple[list[int], int, float] | None:
-    """Lagrangian relaxation solved at its breakpoint, then a greedy fill: (choice, bytes,
-    multiplier), or None when even the lightest option of every group does not fit."""
+def solve(
+    groups: Sequence[Sequence[Option]], capacity: int, node_limit: int = NODE_LIMIT
+) -> Solution | None:
+    """Pick one option per group with total bytes <= capacity, minimising total cost.
+
+    Lagrangian relaxation solved exactly at its breakpoint, then a greedy fill; then a branch
+    and bound seeded with that solution and pruned by the Lagrangian bound, which proves the
+    optimum when it finishes within ``node_limit`` nodes (small problems). None when even the
+    lightest option of every group does not fit.
+    """
+    fronts = [_pareto(g) for g in groups]
     choice = [f[0] for f in fronts]
     used = sum(groups[g][c].bytes for g, c in enumerate(choice))
     if used > capacity:
@@ -414,50 +418,10 @@ def _greedy(
         _, g, i = best
         used += groups[g][i].bytes - groups[g][choice[g]].bytes
         choice[g] = i
-    return choice, used, lam or 0.0  # λ 0: everything fitted, the unconstrained optimum
-
-
-def solve(
-    groups: Sequence[Sequence[Option]], capacity: int, node_limit: int = NODE_LIMIT
-) -> Solution | None:
-    """Pick one option per group with total bytes <= capacity, minimising total cost.
-
-    Lagrangian relaxation solved exactly at its breakpoint, then a greedy fill — once as is,
-    and once per choice of the few groups whose options differ by a large share of the budget
-    (a tied 262k-token embedding: the greedy leaves the room such a step needs unused, where
-    giving up smaller upgrades to afford it is far better); then a branch and bound seeded with
-    the best of those and pruned by the Lagrangian bound, which proves the optimum when it
-    finishes within ``node_limit`` nodes (small problems). None when even the lightest option
-    of every group does not fit.
-    """
-    fronts = [_pareto(g) for g in groups]
-    first = _greedy(groups, fronts, capacity)
-    if first is None:
-        return None
-    runs = [first]
-    span = [groups[g][f[-1]].bytes - groups[g][f[0]].bytes for g, f in enumerate(fronts)]
-    big = sorted(
-        (g for g, sp in enumerate(span) if sp * BIG_STEP > capacity), key=lambda g: -span[g]
-    )
-    big = big[:BIG_GROUPS]
-    if big:
-        for combo in itertools.product(*(fronts[g] for g in big)):
-            fixed = list(fronts)
-            for g, k in zip(big, combo, strict=True):
-                fixed[g] = [k]
-            run = _greedy(groups, fixed, capacity)
-            if run is not None:
-                runs.append(run)
-
-    def total(run: tuple[list[int], int, float]) -> float:
-        return sum(groups[g][c].cost for g, c in enumerate(run[0]))
-
-    choice, used, _ = min(runs, key=total)
-    cost = total((choice, used, 0.0))
-    # every multiplier λ >= 0 gives a valid lower bound: keep the best of those seen
-    lam = max((r[2] for r in runs), key=lambda x: dual_value(groups, capacity, x))
+    cost = sum(groups[g][c].cost for g, c in enumerate(choice))
+    lam = lam or 0.0  # everything fitted: the unconstrained optimum
     bound = min(cost, dual_value(groups, capacity, lam))
-    sol = Solution(list(choice), cost, used, bound, lam, capacity)
+    sol = Solution(choice, cost, used, bound, lam, capacity)
     if cost - bound <= _EPS * max(1.0, abs(cost)):
         sol.exact, sol.bound = True, cost
     elif node_limit > 0:

@@ -172,21 +172,6 @@ def test_solver_large_instance_reports_a_gap():
     assert sol.gap / sol.cost < 1e-3
 
 
-def test_solver_lumpy_group():
-    """A group whose upgrade is a large share of the budget (Gemma 3's tied 262k-token
-    embedding: Q5_1 -> Q8_0 is a fifth of the file) is worth more than the many small upgrades
-    that are each more efficient per byte; the greedy alone fills the budget with those and
-    leaves the big step no room, so the solver also tries each choice of the big group."""
-    big = [Option("q5_1", 60, 0.22), Option("q8_0", 90, 0.005)]
-    small = [Option("q4_0", 3, 0.02), Option("q5_1", 5, 0.002), Option("q8_0", 8, 0.0)]
-    groups = [big] + [small] * 10
-    best = _brute(groups, 135)
-    sol = solve(groups, 135, node_limit=0)  # no branch and bound: the heuristic alone
-    assert sol is not None and sol.bytes <= 135
-    assert sol.choice[0] == 1  # the big group upgraded
-    assert sol.cost == pytest.approx(best) == pytest.approx(0.005 + 7 * 0.002 + 3 * 0.02)
-
-
 def test_solver_infeasible_and_unconstrained():
     groups = [[Option("a", 10, 1.0), Option("b", 20, 0.0)]] * 3
     assert solve(groups, 29) is None
