@@ -56,6 +56,10 @@ def test_same_tensors_as_llama_quantize(smollm2_f32: Path, tmp_path: Path, mix: 
     )
     Builder(load_recipe(tmp_path / "sm.toml"), opts).run()
     f = read_gguf(tmp_path / f"sm-{mix}.gguf")
-    got = {t.name: [t.type.name, hashlib.sha256(bytes(f.raw(t))).hexdigest()[:16]] for t in f.tensors}
+    got = {
+        t.name: [t.type.name, hashlib.sha256(bytes(f.raw(t))).hexdigest()[:16]] for t in f.tensors
+    }
     differing = sorted(n for n in expected if got.get(n) != expected[n])
-    assert not differing, f"{len(differing)} tensors differ from llama-quantize, e.g. {differing[:3]}"
+    assert not differing, (
+        f"{len(differing)} tensors differ from llama-quantize, e.g. {differing[:3]}"
+    )

@@ -174,11 +174,28 @@ def test_compare_marks_pareto_front(dynq, tmp_path):
         out / "smollm2-135m-UD-Q3_K_XL.eval.json": (96_000_000, 0.40),  # dominated
     }
     for path, (size, kld) in reports.items():
-        path.write_text(json.dumps({"file_size": size, "bpw": size * 8 / 134_515_008,
-                                    "mean_kld": kld, "p99_kld": kld * 5, "ppl": 20.0,
-                                    "top1_agreement": 0.9}))
-    r = dynq("compare", REGISTRY / "smollm2-135m.toml", "--out", out, "-f", "json",
-             "--plot", tmp_path / "plot.svg")
+        path.write_text(
+            json.dumps(
+                {
+                    "file_size": size,
+                    "bpw": size * 8 / 134_515_008,
+                    "mean_kld": kld,
+                    "p99_kld": kld * 5,
+                    "ppl": 20.0,
+                    "top1_agreement": 0.9,
+                }
+            )
+        )
+    r = dynq(
+        "compare",
+        REGISTRY / "smollm2-135m.toml",
+        "--out",
+        out,
+        "-f",
+        "json",
+        "--plot",
+        tmp_path / "plot.svg",
+    )
     assert r.code == 0, r.err
     rows = {row["target"]: row for row in json.loads(r.out)}
     assert rows["UD-Q2_K_XL"]["pareto"] and rows["UD-Q4_K_XL"]["pareto"]
