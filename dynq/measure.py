@@ -198,21 +198,29 @@ def _interp_log(points: dict[int, float], layer: int) -> float:
 def measure(
     loaded: LoadedRecipe,
     *,
-    types: tuple[str, ...] = DEFAULT_TYPES,
+    types: tuple[str, ...] | None = None,
     device: str = "cpu",
     out: Path | None = None,
-    probe_chunks: int = 2,
-    sample: int = 24,
+    probe_chunks: int | None = None,
+    sample: int | None = None,
     force: bool = False,
     say: Say = lambda m: None,
 ) -> tuple[dict, Path]:
-    """Measure (or read back) the recipe's sensitivities; returns the JSON object and its path."""
+    """Measure (or read back) the recipe's sensitivities; returns the JSON object and its path.
+
+    ``types``, ``probe_chunks`` and ``sample`` left None come from the recipe's ``[measure]``
+    table (its defaults: the default types, 2 chunks, 24 pairs)."""
     from dynq.calibration import calibration_tokens, dataset_label, recipe_imatrix
     from dynq.compare import reference_path
     from dynq.evaluate import make_chunks
     from dynq.gguf_io import read_gguf
+    from dynq.recipe import Measure
     from dynq.sources import sha256_file
 
+    spec = loaded.recipe.measure or Measure()
+    types = types if types is not None else parse_types(",".join(spec.types))
+    probe_chunks = probe_chunks if probe_chunks is not None else spec.probe_chunks
+    sample = sample if sample is not None else spec.sample
     cal = loaded.recipe.calibration
     if cal is None or not cal.text:
         raise MeasureError(f"{loaded.path}: calibration.text: measuring needs calibration text")

@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from dynq.measure import measure, parse_types
-    from dynq.recipe import Measure, load_recipe
+    from dynq.recipe import load_recipe
 
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise DynqError(f"--device {args.device}: CUDA is not available in this torch build")
@@ -50,17 +50,14 @@ def run(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(m, file=sys.stderr)
 
-    spec = loaded.recipe.measure or Measure()  # the recipe's [measure] defaults; flags win
-    types = args.types if args.types is not None else ",".join(spec.types)
+    # flags left out: the recipe's [measure] table decides (dynq.measure.measure)
     res, path = measure(
         loaded,
-        types=parse_types(types),
+        types=parse_types(args.types) if args.types is not None else None,
         device=args.device,
         out=args.out,
-        probe_chunks=max(
-            1, args.probe_chunks if args.probe_chunks is not None else spec.probe_chunks
-        ),
-        sample=max(0, args.sample if args.sample is not None else spec.sample),
+        probe_chunks=max(1, args.probe_chunks) if args.probe_chunks is not None else None,
+        sample=max(0, args.sample) if args.sample is not None else None,
         force=args.force,
         say=say,
     )
