@@ -21,14 +21,19 @@ class Result:
     err: str
 
 
+def dynq_command() -> list[str]:
+    """The installed ``dynq`` entry point beside this Python (``python -m dynq`` without one)."""
+    exe = shutil.which("dynq", path=str(Path(sys.executable).parent))
+    return [exe] if exe else [sys.executable, "-m", "dynq"]
+
+
 @pytest.fixture
 def dynq():
     """Run the ``dynq`` command (the installed entry point) in a folder."""
 
     def run(*args: str, cwd: Path | None = None) -> Result:
-        exe = shutil.which("dynq", path=str(Path(sys.executable).parent))
-        cmd = [exe] if exe else [sys.executable, "-m", "dynq"]
-        p = subprocess.run([*cmd, *map(str, args)], cwd=cwd, capture_output=True, text=True)
+        cmd = [*dynq_command(), *map(str, args)]
+        p = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
         return Result(p.returncode, p.stdout, p.stderr)
 
     return run

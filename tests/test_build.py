@@ -8,7 +8,6 @@ import resource
 import shutil
 import struct
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +22,7 @@ from dynq.plan import Resolver
 from dynq.recipe import load_recipe
 from dynq.sources import sha256_file
 from tests import tiny_model
+from tests.conftest import dynq_command
 
 RECIPE = """\
 schema_version = 1
@@ -256,18 +256,16 @@ def _unshare_works() -> bool:
 
 
 @pytest.mark.skipif(not _unshare_works(), reason="needs `unshare -rm` to mount a small tmpfs")
-def test_cli_full_disk_fails_before_writing(tiny: Path, dynq):
+def test_cli_full_disk_fails_before_writing(tiny: Path):
     """A real full disk: a 64 KiB tmpfs (mounted in a private user+mount namespace) cannot hold
     the outputs; the build says so in one line before writing, and leaves nothing there."""
     out = tiny.parent / "small"
     out.mkdir()
-    exe = shutil.which("dynq", path=str(Path(sys.executable).parent))
-    cmd = [exe] if exe else [sys.executable, "-m", "dynq"]
     script = (
         'mount -t tmpfs -o size=64k tmpfs "$1" && shift && "$@"; rc=$?; '
         'echo "files:$(ls -A "$OUT")"; exit $rc'
     )
-    build = [*cmd, "build", str(tiny), "--target", "mix", "--out", str(out)]
+    build = [*dynq_command(), "build", str(tiny), "--target", "mix", "--out", str(out)]
     p = subprocess.run(
         ["unshare", "-rm", "sh", "-c", script, "sh", str(out), *build],
         capture_output=True,
@@ -280,18 +278,16 @@ def test_cli_full_disk_fails_before_writing(tiny: Path, dynq):
     assert p.stdout.strip().endswith("files:"), p.stdout  # nothing left on the full disk
 
 
-def test_cli_write_refused_midway_leaves_nothing(tiny: Path, dynq):
+def test_cli_write_refused_midway_leaves_nothing(tiny: Path):
     """The kernel refuses a write partway (a file size limit, as `ulimit -f` sets; numpy sees a
     short write, as when the disk fills during a build): one-line error, no file kept."""
     out = tiny.parent / "limited"
-    exe = shutil.which("dynq", path=str(Path(sys.executable).parent))
-    cmd = [exe] if exe else [sys.executable, "-m", "dynq"]
 
     def limit() -> None:
         resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
 
     p = subprocess.run(
-        [*cmd, "build", str(tiny), "--out", str(out)],
+        [*dynq_command(), "build", str(tiny), "--out", str(out)],
         capture_output=True,
         text=True,
         preexec_fn=limit,
