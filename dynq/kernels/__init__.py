@@ -144,6 +144,28 @@ def _map_cpu_chunks(job: Callable[[int], T], starts: Sequence[int]) -> list[T]:
             return list(pool.map(job, starts))
 
 
+#: bytes of the page-locked buffer each thread copies a GPU's results through
+_STAGE_BYTES = 1 << 25
+_stage = threading.local()
+
+
+def _to_host(q: torch.Tensor, out: np.ndarray) -> None:
+    """Copy flat uint8 ``q`` into ``out``: directly from the CPU, through a reused page-locked
+    buffer from a GPU (``.cpu()`` into fresh pageable memory ran at 1.4 GB/s on an H100)."""
+    if q.device.type == "cpu":
+        out[:] = q.numpy()
+        return
+    buf = getattr(_stage, "buf", None)
+    if buf is None:
+        buf = _stage.buf = torch.empty(_STAGE_BYTES, dtype=torch.uint8, pin_memory=True)
+    host = buf.numpy()
+    for i in range(0, q.numel(), _STAGE_BYTES):
+        part = q[i : i + _STAGE_BYTES]
+        k = part.numel()
+        buf[:k].copy_(part)
+        out[i : i + k] = host[:k]
+
+
 def quantize(
     x: Any,
     qtype: qtypes.GGMLType | GGMLQuantizationType | str,
@@ -198,7 +220,7 @@ def quantize(
                 f"weights: non-finite value {float(chunk[r, c])} at row {r0 + r}, column {c}"
             )
         q = kernel.quantize_rows(chunk, w)
-        out[r0 * row_bytes : r1 * row_bytes] = q.reshape(-1).cpu().numpy()
+        _to_host(q.reshape(-1), out[r0 * row_bytes : r1 * row_bytes])
 
     if dev.type != "cpu":
         r0 = 0

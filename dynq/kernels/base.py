@@ -29,6 +29,7 @@ from torch import Tensor
 
 from dynq import qtypes
 from dynq.errors import KernelError
+from dynq.kernels import fused
 
 __all__ = [
     "REGISTRY",
@@ -171,6 +172,8 @@ def seq_sum(t: Tensor, first: bool = False) -> Tensor:
     devices ``index_add_`` accumulates atomically in no fixed order, so it is a loop there.
     """
     n = t.shape[0]
+    if t.dtype == F32 and fused.used_for(t):
+        return fused.seq_sum(t, first)
     if t.device.type == "cpu" and n > 2:
         if first:
             out, rest = t[0].unsqueeze(0).clone(), t[1:]

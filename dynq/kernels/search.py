@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from dynq.kernels import fused
 from dynq.kernels.base import (
     F32,
     I32,
@@ -128,7 +129,16 @@ def make_qx_quants(x: Tensor, nmax: int, qw: Tensor | None) -> tuple[Tensor, Ten
     The 19 candidate scales do not depend on each other, so they are one tensor dimension; only
     the "is it better" comparisons run in sequence. The winner's levels are recomputed at the end.
     """
+    if fused.used_for(x):
+        return fused.make_qx_quants(x, nmax, qw, _qx_numerators(nmax, x))
     return in_slices(lambda a, b: _make_qx_quants(a, nmax, b), x.shape[1] * 19, x, qw)
+
+
+def _qx_numerators(nmax: int, like: Tensor) -> Tensor:
+    """``make_qx_quants``' candidate numerators: ``nmax``, then ``nmax + 0.1f*is``, is = ±1..9."""
+    steps = [i for i in range(-9, 10) if i != 0]
+    c = _trial_consts(0.1, steps, like)
+    return torch.cat([torch.full((1,), float(nmax), dtype=F32, device=like.device), c + nmax])
 
 
 def _make_qx_quants(x: Tensor, nmax: int, qw: Tensor | None) -> tuple[Tensor, Tensor]:
@@ -138,10 +148,7 @@ def _make_qx_quants(x: Tensor, nmax: int, qw: Tensor | None) -> tuple[Tensor, Te
     # an all-zero group is answered below; a finite inverse scale keeps the rounding exact
     mx = torch.where(zero.unsqueeze(1), torch.ones_like(mx), mx)
     w = x * x if qw is None else qw
-    # candidate inverse scales: the first, then is = -9..-1, 1..9
-    steps = [i for i in range(-9, 10) if i != 0]
-    c = _trial_consts(0.1, steps, x)
-    num = torch.cat([torch.full((1,), float(nmax), dtype=F32, device=x.device), c + nmax])
+    num = _qx_numerators(nmax, x)  # candidate inverse scales -num/max
     nt = num.shape[0]
     iscale = torch.div((-num).view(-1, 1), mx.view(1, -1))  # [T, B]
     xt = x.t().contiguous()  # [n, B]
@@ -185,6 +192,9 @@ def make_qkx_quants(
     and every later candidate's inverse scale and rounding use the moved ``min``. The levels of
     the winning candidate are recomputed once at the end from its inverse scale and ``min``.
     """
+    c = f32(rmin, x) + _trial_consts(rdelta, range(nstep + 1), x) + nmax
+    if fused.used_for(x):
+        return fused.make_qkx_quants(x, w, nmax, c, use_mad)
     b, n = x.shape
     mn = first_min(x, 1).squeeze(1)
     mx = x.max(dim=1).values
@@ -206,9 +216,7 @@ def make_qkx_quants(
     diff = diff.abs_() if use_mad else diff.mul_(diff)
     best = seq_sum(diff.mul_(wt))  # [B]
     best_is, best_mn = use_is, mn
-    c = f32(rmin, x) + _trial_consts(rdelta, range(nstep + 1), x)
-    c = (c + nmax).tolist()
-    for ci in c:
+    for ci in c.tolist():
         iscale = _finite_or_zero(rdiv(ci, mx - mn))
         la = _levels(iscale, xt, mn, nmax)
         wl = torch.mul(wt, la, out=buf[:, 0])
@@ -263,6 +271,10 @@ def make_qp_quants(x: Tensor, nmax: int, w: Tensor) -> tuple[Tensor, Tensor]:
 
     ``x``, ``w``: ``[B, n]``. Returns ``(scale [B], L [B, n] int32)``.
     """
+    steps = [i for i in range(-4, 5) if i != 0]
+    c = _trial_consts(0.1, steps, x) + nmax
+    if fused.used_for(x):
+        return fused.make_qp_quants(x, nmax, w, c)
     mx = x.max(dim=1).values.clamp(min=0)
     zero = mx < f32(GROUP_MAX_EPS, x)
     xt = x.t().contiguous()  # [n, B]
@@ -272,8 +284,6 @@ def make_qp_quants(x: Tensor, nmax: int, w: Tensor) -> tuple[Tensor, Tensor]:
     scale0 = 1 / iscale0
     diff = xt - scale0 * l0.to(F32)
     mse0 = seq_sum(wt * diff * diff)
-    steps = [i for i in range(-4, 5) if i != 0]
-    c = _trial_consts(0.1, steps, x) + nmax
     iscale = c.view(1, -1) / mx.view(-1, 1)  # [B, T]
     scale_t = 1 / iscale
     lt = nearest_int(iscale.unsqueeze(0) * xt.unsqueeze(2)).clamp_(max=nmax)
@@ -301,6 +311,8 @@ def make_q3_quants(x: Tensor, nmax: int) -> tuple[Tensor, Tensor]:
 
     Returns ``(scale [B], L [B, n] int32 in [0, 2*nmax))``, L all zero for an all-zero group.
     """
+    if fused.used_for(x):
+        return fused.make_q3_quants(x, nmax)
     amax, mx = first_abs_max(x)
     zero = (amax < f32(GROUP_MAX_EPS, x)).squeeze(1)
     iscale = rdiv(-nmax, mx)  # [B, 1]
