@@ -373,7 +373,17 @@ class Builder:
                 seconds=round(seconds, 3),
                 tensors=reports[target],
             )
-            atomic_write_text(report_path(path), json.dumps(rep.to_json(), indent=1) + "\n")
+            rpath = report_path(path)
+            try:
+                atomic_write_text(rpath, json.dumps(rep.to_json(), indent=1) + "\n")
+            except OSError as e:
+                if e.errno not in _NO_ROOM:
+                    raise
+                raise BuildError(
+                    f"{rpath}: cannot write the build report: {e.strerror} "
+                    f"({', '.join(p.name for p in outs.values())} complete; free space and run "
+                    "again with --force)"
+                ) from None
             out.append(rep)
         return out
 

@@ -278,6 +278,32 @@ def test_cli_full_disk_fails_before_writing(tiny: Path):
     assert p.stdout.strip().endswith("files:"), p.stdout  # nothing left on the full disk
 
 
+@pytest.mark.skipif(not _unshare_works(), reason="needs `unshare -rm` to mount a small tmpfs")
+def test_cli_full_disk_at_the_report(tiny: Path):
+    """A tmpfs that holds the GGUF file to the page and nothing more: the file is complete and
+    stays; the build report cannot be written, which the build says in one line."""
+    size = _build(tiny, targets=["mix"])[0].file_size
+    out = tiny.parent / "exact"
+    out.mkdir()
+    pages = -(-size // 4096)
+    script = (
+        f'mount -t tmpfs -o size={pages * 4096} tmpfs "$1" && shift && "$@"; rc=$?; '
+        'echo "files:$(ls -A "$OUT")"; exit $rc'
+    )
+    build = [*dynq_command(), "build", str(tiny), "--target", "mix", "--out", str(out)]
+    p = subprocess.run(
+        ["unshare", "-rm", "sh", "-c", script, "sh", str(out), *build],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OUT": str(out)},
+    )
+    assert p.returncode == 2, p.stderr
+    err = p.stderr.strip()
+    assert "\n" not in err and "cannot write the build report" in err, err
+    assert "tiny-mix.build.json" in err and "tiny-mix.gguf complete" in err, err
+    assert p.stdout.strip().endswith("files:tiny-mix.gguf"), p.stdout
+
+
 def test_cli_write_refused_midway_leaves_nothing(tiny: Path):
     """The kernel refuses a write partway (a file size limit, as `ulimit -f` sets; numpy sees a
     short write, as when the disk fills during a build): one-line error, no file kept."""
