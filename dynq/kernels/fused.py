@@ -89,7 +89,12 @@ _OPTS = {"enable_fp_fusion": False}
 def _launch(name: str, b: int, *args: object, **meta: object) -> None:
     kernel = _kernels()[name]
     grid = (max(1, -(-b // _BLOCK)),)
-    kernel[grid](*args, BLOCK=_BLOCK, **meta, **_OPTS)
+    dev = next(a.device for a in args if isinstance(a, Tensor))
+    if dev.type == "cuda":  # Triton launches on the current device: make it the tensors'
+        with torch.cuda.device(dev):
+            kernel[grid](*args, BLOCK=_BLOCK, **meta, **_OPTS)
+    else:  # Triton's interpreter
+        kernel[grid](*args, BLOCK=_BLOCK, **meta, **_OPTS)
 
 
 def _t(x: Tensor) -> Tensor:
