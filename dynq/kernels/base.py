@@ -29,7 +29,7 @@ from torch import Tensor
 
 from dynq import qtypes
 from dynq.errors import KernelError
-from dynq.kernels import fused
+from dynq.kernels import compiled, fused
 
 __all__ = [
     "REGISTRY",
@@ -174,6 +174,8 @@ def seq_sum(t: Tensor, first: bool = False) -> Tensor:
     n = t.shape[0]
     if t.dtype == F32 and fused.used_for(t):
         return fused.seq_sum(t, first)
+    if t.dtype == F32 and compiled.used_for(t):
+        return compiled.seq_sum(t, first)
     if t.device.type == "cpu" and n > 2:
         if first:
             out, rest = t[0].unsqueeze(0).clone(), t[1:]
@@ -227,6 +229,8 @@ def sqrtf(v: Tensor) -> Tensor:
     off by an ulp); the square root of a float32 computed in float64 and rounded back is
     (53 >= 2*24 + 2, so the double rounding is harmless), on CPU and CUDA alike.
     """
+    if v.dtype == F32 and compiled.used_for(v):
+        return compiled.sqrtf(v)
     return torch.sqrt(v.to(torch.float64)).to(F32)
 
 

@@ -14,10 +14,11 @@ a register. The arithmetic is the C's, operation for operation, so the bytes are
 Groups are passed transposed (``[n, B]``, contiguous), so the threads of a warp read
 consecutive groups' ``j``-th values: coalesced loads.
 
-These kernels run where torch's tensors live on a CUDA device and Triton is installed (it comes
-with torch's CUDA builds); ``DYNQ_FUSED=0`` turns them off (the torch path then runs, as on the
-CPU). Under ``TRITON_INTERPRET=1`` Triton runs them on the CPU with numpy: that is how the test
-suite checks them against the torch path on a machine without a GPU.
+These kernels run where torch's tensors live on a CUDA device of compute capability 8.0 or newer
+and Triton is installed (it comes with torch's CUDA builds); ``DYNQ_FUSED=0`` turns them off (the
+torch path then runs, as on the CPU). Under ``TRITON_INTERPRET=1`` Triton runs them on the CPU
+with numpy: that is how the test suite checks them against the torch path on a machine without a
+GPU.
 """
 
 from __future__ import annotations
@@ -58,12 +59,21 @@ def _interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET") == "1"
 
 
+@functools.cache
+def _capable(index: int) -> bool:
+    """Compute capability 8.0 or newer (Ampere on): what these kernels were built and tested
+    for; older cards keep the torch path."""
+    return torch.cuda.get_device_capability(index) >= (8, 0)
+
+
 def used_for(t: Tensor) -> bool:
-    """Whether the searches on tensor ``t`` run fused: ``t`` on a CUDA device (or on any
-    device under Triton's interpreter) and :func:`available`."""
-    if t.device.type != "cuda" and not _interpreting():
+    """Whether the searches on tensor ``t`` run fused: ``t`` on a CUDA device of compute
+    capability 8.0 or newer (or on any device under Triton's interpreter) and :func:`available`."""
+    if _interpreting():
+        return available()
+    if t.device.type != "cuda":
         return False
-    return available()
+    return available() and _capable(t.device.index or 0)
 
 
 @functools.cache

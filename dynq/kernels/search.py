@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from dynq.kernels import fused
+from dynq.kernels import compiled, fused
 from dynq.kernels.base import (
     F32,
     I32,
@@ -131,6 +131,8 @@ def make_qx_quants(x: Tensor, nmax: int, qw: Tensor | None) -> tuple[Tensor, Ten
     """
     if fused.used_for(x):
         return fused.make_qx_quants(x, nmax, qw, _qx_numerators(nmax, x))
+    if compiled.used_for(x):
+        return compiled.make_qx_quants(x, nmax, qw, _qx_numerators(nmax, x))
     return in_slices(lambda a, b: _make_qx_quants(a, nmax, b), x.shape[1] * 19, x, qw)
 
 
@@ -195,6 +197,8 @@ def make_qkx_quants(
     c = f32(rmin, x) + _trial_consts(rdelta, range(nstep + 1), x) + nmax
     if fused.used_for(x):
         return fused.make_qkx_quants(x, w, nmax, c, use_mad)
+    if compiled.used_for(x):
+        return compiled.make_qkx_quants(x, w, nmax, c, use_mad)
     b, n = x.shape
     mn = first_min(x, 1).squeeze(1)
     mx = x.max(dim=1).values
@@ -275,6 +279,8 @@ def make_qp_quants(x: Tensor, nmax: int, w: Tensor) -> tuple[Tensor, Tensor]:
     c = _trial_consts(0.1, steps, x) + nmax
     if fused.used_for(x):
         return fused.make_qp_quants(x, nmax, w, c)
+    if compiled.used_for(x):
+        return compiled.make_qp_quants(x, nmax, w, c)
     mx = x.max(dim=1).values.clamp(min=0)
     zero = mx < f32(GROUP_MAX_EPS, x)
     xt = x.t().contiguous()  # [n, B]
@@ -313,6 +319,8 @@ def make_q3_quants(x: Tensor, nmax: int) -> tuple[Tensor, Tensor]:
     """
     if fused.used_for(x):
         return fused.make_q3_quants(x, nmax)
+    if compiled.used_for(x):
+        return compiled.make_q3_quants(x, nmax)
     amax, mx = first_abs_max(x)
     zero = (amax < f32(GROUP_MAX_EPS, x)).squeeze(1)
     iscale = rdiv(-nmax, mx)  # [B, 1]

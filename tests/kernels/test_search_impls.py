@@ -1,10 +1,15 @@
-"""The fused Triton searches (:mod:`dynq.kernels.fused`), run by Triton's interpreter on the CPU.
+"""The three implementations of the k-quant searches give the same bits.
 
-On a GPU these kernels are what ``quantize`` runs for the k-quants and Q4_1/Q5_1 (the golden
-tests with ``DYNQ_TEST_DEVICE=cuda`` check them there). Here ``TRITON_INTERPRET=1`` makes Triton
-execute the same kernel code with numpy's float32 arithmetic, so the suite checks them without a
-GPU: against ggml's golden bytes, and against the torch searches on groups built to reach every
-branch (flat groups, ±0, tiny and huge values, one outlier).
+:mod:`dynq.kernels.search` holds them in torch (the portable path), :mod:`dynq.kernels.compiled`
+compiles them with numba for the CPU, :mod:`dynq.kernels.fused` runs them as Triton kernels on
+GPUs. The search tests below compare the path that ``quantize`` takes with the torch one, on
+groups built to reach every branch (flat groups, ±0, tiny and huge values, one outlier):
+
+* in this process that is the numba path;
+* ``test_under_interpreter`` reruns this file in a child process with ``TRITON_INTERPRET=1``,
+  where Triton executes the fused kernels on the CPU with numpy's float32 arithmetic: there the
+  same tests compare the Triton path, and the golden tests check its bytes against ggml's.
+  (On a GPU, ``DYNQ_TEST_DEVICE=cuda`` runs the golden tests through the fused kernels.)
 """
 
 from __future__ import annotations
@@ -18,23 +23,22 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("triton")
-
 from dynq import kernels
-from dynq.kernels import base, fused, search
+from dynq.kernels import base, compiled, fused, search
 
 from ._util import compare, golden, inputs
 
 FUSED_TYPES = ("q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "q4_1", "q5_1")
 
 #: Triton decides at import whether its functions (its own ``tl.zeros`` too) are interpreted,
-#: so the tests below run in a child process started with TRITON_INTERPRET=1
+#: so the interpreted run is a child process started with TRITON_INTERPRET=1
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 under_interpreter = pytest.mark.skipif(not INTERPRETED, reason="run by test_under_interpreter")
 
 
 @pytest.mark.skipif(INTERPRETED, reason="this is the child run")
 def test_under_interpreter() -> None:
+    pytest.importorskip("triton")
     env = {**os.environ, "TRITON_INTERPRET": "1", "DYNQ_FUSED": "1", "PYTHONWARNINGS": "ignore"}
     r = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__],
@@ -54,7 +58,9 @@ def torch_path(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
 
     class Ctx:
         def __enter__(self) -> None:
+            assert (fused if INTERPRETED else compiled).used_for(torch.zeros(1))
             monkeypatch.setattr(fused, "used_for", lambda _t: False)
+            monkeypatch.setattr(compiled, "used_for", lambda _t: False)
 
         def __exit__(self, *exc: object) -> None:
             monkeypatch.undo()
@@ -98,7 +104,6 @@ def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
     return a.shape == b.shape and torch.equal(a, b)
 
 
-@under_interpreter
 @pytest.mark.parametrize(
     ("n", "nmax", "rmin", "rdelta", "nstep", "use_mad", "weighted"),
     [
@@ -119,7 +124,6 @@ def test_make_qkx_quants(torch_path, n, nmax, rmin, rdelta, nstep, use_mad, weig
         assert _same(a, b)
 
 
-@under_interpreter
 @pytest.mark.parametrize(
     ("n", "nmax", "weighted"), [(16, 32, False), (16, 32, True), (16, 4, True)]
 )
@@ -133,7 +137,6 @@ def test_make_qx_quants(torch_path, n: int, nmax: int, weighted: bool) -> None: 
         assert _same(a, b)
 
 
-@under_interpreter
 @pytest.mark.parametrize(("n", "nmax"), [(8, 63), (16, 15)])
 def test_make_qp_quants(torch_path, n: int, nmax: int) -> None:  # type: ignore[no-untyped-def]
     # scales and mins: mostly non-negative, some negative (L wraps as uint8 in the C)
@@ -147,7 +150,6 @@ def test_make_qp_quants(torch_path, n: int, nmax: int) -> None:  # type: ignore[
         assert _same(a, b)
 
 
-@under_interpreter
 def test_make_q3_quants(torch_path) -> None:  # type: ignore[no-untyped-def]
     x = _groups(16, 7)
     got = search.make_q3_quants(x, 4)
@@ -157,7 +159,6 @@ def test_make_q3_quants(torch_path) -> None:  # type: ignore[no-untyped-def]
         assert _same(a, b)
 
 
-@under_interpreter
 @pytest.mark.parametrize("first", [False, True])
 def test_seq_sum(torch_path, first: bool) -> None:  # type: ignore[no-untyped-def]
     t = _groups(32, 8).t().contiguous().view(32, 9, 8)
@@ -167,3 +168,15 @@ def test_seq_sum(torch_path, first: bool) -> None:  # type: ignore[no-untyped-de
         want = base.seq_sum(t, first)
     assert _same(got, want)
     assert np.signbit(got[0, 0].item()) == first
+
+
+def test_sqrtf(torch_path) -> None:  # type: ignore[no-untyped-def]
+    g = torch.Generator().manual_seed(9)
+    v = torch.cat([
+        torch.rand(4096, generator=g) * 10.0 ** torch.randint(-40, 38, (4096,), generator=g),
+        torch.tensor([0.0, -0.0, 1e-45, 3.4e38, float("inf")]),
+    ]).float()  # fmt: skip
+    got = base.sqrtf(v)
+    with torch_path:
+        want = base.sqrtf(v)
+    assert _same(got, want)
