@@ -213,9 +213,10 @@ def quantize(
     def job(r0: int, step: int = step) -> None:
         r1 = min(rows, r0 + step)
         chunk = xt[r0:r1].to(device=dev, dtype=torch.float32).contiguous()
-        fin = torch.isfinite(chunk)
-        if not bool(fin.all()):
-            r, c = (int(v) for v in (~fin).nonzero()[0])
+        # one pass (min and max propagate NaN) instead of isfinite's three; find it if not
+        lo, hi = torch.aminmax(chunk)
+        if not bool(torch.isfinite(lo) & torch.isfinite(hi)):
+            r, c = (int(v) for v in (~torch.isfinite(chunk)).nonzero()[0])
             raise KernelError(
                 f"weights: non-finite value {float(chunk[r, c])} at row {r0 + r}, column {c}"
             )

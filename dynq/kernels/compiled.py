@@ -27,6 +27,7 @@ __all__ = [
     "make_qkx_quants",
     "make_qp_quants",
     "make_qx_quants",
+    "requant",
     "seq_sum",
     "sqrtf",
     "used_for",
@@ -117,3 +118,16 @@ def sqrtf(v: Tensor) -> Tensor:
     out = np.empty_like(a)
     _impl().sqrtf(a, out)
     return torch.from_numpy(out).view(v.shape)
+
+
+def requant(x: Tensor, d: Tensor, dm: Tensor | None, L: Tensor, lo: int, hi: int) -> Tensor:
+    """:func:`dynq.kernels.kquants._requant`: ``x``, ``L`` ``[S, nsub, sub]``; ``d``, ``dm``
+    ``[S, nsub]``."""
+    s, nsub, sub = x.shape
+    xs = _np(x).reshape(-1, sub)
+    ds = _np(d).reshape(-1)
+    dms = ds if dm is None else _np(dm).reshape(-1)
+    Ls = L.to(torch.int32).contiguous().numpy().reshape(-1, sub)
+    out = np.empty(Ls.shape, np.int32)
+    _impl().requant(xs, ds, dms, dm is not None, Ls, lo, hi, out)
+    return torch.from_numpy(out).view(s, nsub, sub)

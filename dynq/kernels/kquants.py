@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from dynq.kernels import compiled
 from dynq.kernels.base import (
     F32,
     I32,
@@ -58,6 +59,8 @@ def _requant(x: Tensor, d: Tensor, dm: Tensor | None, L: Tensor, lo: int, hi: in
 
     ``x``, ``L``: ``[S, nsub, sub]``; ``d``, ``dm``: ``[S, nsub]``.
     """
+    if compiled.used_for(x):
+        return compiled.requant(x, d, dm, L, lo, hi)
     d3 = d.unsqueeze(2)
     num = x if dm is None else x + dm.unsqueeze(2)
     lq = nearest_int(num / d3).clamp_(lo, hi)

@@ -311,3 +311,21 @@ def sqrtf(v, out):
     # C sqrtf: the correctly rounded float32 square root (sqrtss/sqrtps)
     for i in range(v.shape[0]):
         out[i] = np.sqrt(v[i])
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def requant(x, d, dm, has_dm, L, lo, hi, out):
+    # every k-quant's last pass: l = nearest_int((x + dm)/d) clamped to [lo, hi]; where d == 0
+    # the C skips the group (`if (!d) continue;`) and the search's L stays
+    G, sub = x.shape
+    fb = np.empty(1, np.float32)
+    ib = fb.view(np.int32)
+    for g in range(G):
+        dg = d[g]
+        if dg == ZERO:
+            for i in range(sub):
+                out[g, i] = L[g, i]
+            continue
+        for i in range(sub):
+            v = x[g, i] + dm[g] if has_dm else x[g, i]
+            out[g, i] = min(max(nearest_int(v / dg, fb, ib), lo), hi)
