@@ -132,10 +132,16 @@ def first_abs_max(x, b, n):
 
 @njit(nogil=True, cache=True, error_model="numpy")
 def qx(x, w, has_w, nmax, cand, scale_out, L_out):
-    # make_qx_quants(rmse_type=1) (cand: nmax, then nmax + 0.1f*is)
+    # make_qx_quants(rmse_type=1) (cand: nmax, then nmax + 0.1f*is). The candidates' sums do
+    # not depend on each other, so they are accumulated side by side (each still left to right
+    # over the group's values): independent chains the CPU overlaps and LLVM can vectorise.
     B, n = x.shape
+    T = cand.shape[0]
     flo = np.float32(-nmax)
     fhi = np.float32(nmax - 1)
+    isc = np.empty(T, np.float32)
+    sumlx = np.empty(T, np.float32)
+    suml2 = np.empty(T, np.float32)
     for b in range(B):
         amax, mx = first_abs_max(x, b, n)
         if amax < EPS:
@@ -143,28 +149,27 @@ def qx(x, w, has_w, nmax, cand, scale_out, L_out):
                 L_out[b, j] = 0
             scale_out[b] = ZERO
             continue
-        scale = ZERO
-        best = ZERO
-        best_is = ZERO
-        for c in range(cand.shape[0]):
-            isc = -cand[c] / mx
-            sumlx = ZERO
-            suml2 = ZERO
-            for j in range(n):
-                xj = x[b, j]
-                wj = w[b, j] if has_w else xj * xj
+        for t in range(T):
+            isc[t] = -cand[t] / mx
+            sumlx[t] = ZERO
+            suml2[t] = ZERO
+        for j in range(n):
+            xj = x[b, j]
+            wj = w[b, j] if has_w else xj * xj
+            wx = wj * xj
+            for t in range(T):
                 # |isc*x| <= nmax + 1: rint is nearest_int there
-                lf = min(max(rint(isc * xj), flo), fhi)
-                sumlx += wj * xj * lf
-                suml2 += wj * lf * lf
-            if c == 0:
-                scale = sumlx / suml2 if suml2 != ZERO else ZERO
-                best = scale * sumlx
-                best_is = isc
-            elif suml2 > ZERO and sumlx * sumlx > best * suml2:
-                scale = sumlx / suml2
-                best = scale * sumlx
-                best_is = isc
+                lf = min(max(rint(isc[t] * xj), flo), fhi)
+                sumlx[t] += wx * lf
+                suml2[t] += wj * lf * lf
+        scale = sumlx[0] / suml2[0] if suml2[0] != ZERO else ZERO
+        best = scale * sumlx[0]
+        best_is = isc[0]
+        for t in range(1, T):
+            if suml2[t] > ZERO and sumlx[t] * sumlx[t] > best * suml2[t]:
+                scale = sumlx[t] / suml2[t]
+                best = scale * sumlx[t]
+                best_is = isc[t]
         for j in range(n):
             L_out[b, j] = np.int32(min(max(rint(best_is * x[b, j]), flo), fhi)) + nmax
         scale_out[b] = scale
