@@ -42,80 +42,122 @@ def levels(iscale, x, mn, fnmax):
     return rint(v)
 
 
+#: groups searched side by side by :func:`qkx` (independent lanes LLVM can vectorise)
+LANES = 16
+
+
 @njit(nogil=True, cache=True, error_model="numpy")
 def qkx(x, w, nmax, cand, use_mad, scale_out, min_out, L_out):
-    # make_qkx2_quants / make_qkx3_quants (cand: rmin + rdelta*is + nmax)
+    # make_qkx2_quants / make_qkx3_quants (cand: rmin + rdelta*is + nmax). A winning candidate
+    # moves `min` for the next ones, so candidates run in order; LANES groups run side by side
+    # instead, each with its own state (the C's branches become per-lane selects).
     B, n = x.shape
+    G = LANES
     fnmax = np.float32(nmax)
-    aux = np.empty(n, np.float32)  # the C's Laux: this candidate's levels
-    for b in range(B):
-        mn = x[b, 0]
-        mx = x[b, 0]
-        sum_w = w[b, 0]
-        sum_x = sum_w * x[b, 0]
+    xt = np.empty((n, G), np.float32)
+    wt = np.empty((n, G), np.float32)
+    aux = np.empty((n, G), np.float32)  # the C's Laux: this candidate's levels
+    mn = np.empty(G, np.float32)
+    mn0 = np.empty(G, np.float32)
+    mx = np.empty(G, np.float32)
+    sum_w = np.empty(G, np.float32)
+    sum_x = np.empty(G, np.float32)
+    scale = np.empty(G, np.float32)
+    best = np.empty(G, np.float32)
+    best_is = np.empty(G, np.float32)
+    best_mn = np.empty(G, np.float32)
+    isc = np.empty(G, np.float32)
+    sl = np.empty(G, np.float32)
+    sl2 = np.empty(G, np.float32)
+    sxl = np.empty(G, np.float32)
+    tsc = np.empty(G, np.float32)
+    tmn = np.empty(G, np.float32)
+    ok = np.empty(G, np.bool_)
+    err = np.empty(G, np.float32)
+    for b0 in range(0, B, G):
+        m = min(G, B - b0)
+        for g in range(G):  # spare lanes repeat the last group (results dropped)
+            r = b0 + min(g, m - 1)
+            for j in range(n):
+                xt[j, g] = x[r, j]
+                wt[j, g] = w[r, j]
+        for g in range(G):
+            mn[g] = xt[0, g]
+            mx[g] = xt[0, g]
+            sum_w[g] = wt[0, g]
+            sum_x[g] = wt[0, g] * xt[0, g]
         for j in range(1, n):
-            xj = x[b, j]
-            if xj < mn:
-                mn = xj
-            if xj > mx:
-                mx = xj
-            wj = w[b, j]
-            sum_w += wj
-            sum_x += wj * xj
-        if mn > ZERO:
-            mn = ZERO
-        if mx <= mn:
-            for j in range(n):
-                L_out[b, j] = 0
-            scale_out[b] = ZERO
-            min_out[b] = -mn
-            continue
-        iscale = fnmax / (mx - mn)
-        scale = ONE / iscale
-        best_is = iscale if abs(iscale) < INF else ZERO
-        best = ZERO
+            for g in range(G):
+                xj = xt[j, g]
+                mn[g] = xj if xj < mn[g] else mn[g]
+                mx[g] = xj if xj > mx[g] else mx[g]
+                sum_w[g] += wt[j, g]
+                sum_x[g] += wt[j, g] * xj
+        for g in range(G):
+            if mn[g] > ZERO:
+                mn[g] = ZERO
+            mn0[g] = mn[g]
+            iscale = fnmax / (mx[g] - mn[g])
+            scale[g] = ONE / iscale
+            best_is[g] = iscale if abs(iscale) < INF else ZERO
+            best[g] = ZERO
+            best_mn[g] = mn[g]
         for j in range(n):
-            la = levels(best_is, x[b, j], mn, fnmax)
-            diff = scale * la + mn - x[b, j]
-            diff = abs(diff) if use_mad else diff * diff
-            best += diff * w[b, j]
-        best_mn = mn
+            for g in range(G):
+                la = levels(best_is[g], xt[j, g], mn[g], fnmax)
+                diff = scale[g] * la + mn[g] - xt[j, g]
+                diff = abs(diff) if use_mad else diff * diff
+                best[g] += diff * wt[j, g]
         for c in range(cand.shape[0]):
-            isc = cand[c] / (mx - mn)
-            if not abs(isc) < INF:
-                isc = ZERO
-            sum_l = ZERO
-            sum_l2 = ZERO
-            sum_xl = ZERO
+            for g in range(G):
+                v = cand[c] / (mx[g] - mn[g])
+                isc[g] = v if abs(v) < INF else ZERO
+                sl[g] = ZERO
+                sl2[g] = ZERO
+                sxl[g] = ZERO
+                err[g] = ZERO
             for j in range(n):
-                la = levels(isc, x[b, j], mn, fnmax)
-                aux[j] = la
-                wl = w[b, j] * la
-                sum_l += wl
-                sum_l2 += wl * la
-                sum_xl += wl * x[b, j]
-            D = sum_w * sum_l2 - sum_l * sum_l
-            if D > ZERO:
-                this_scale = (sum_w * sum_xl - sum_x * sum_l) / D
-                this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D
-                if this_min > ZERO:
-                    this_min = ZERO
-                    this_scale = sum_xl / sum_l2
-                err = ZERO
-                for j in range(n):
-                    diff = aux[j] * this_scale + this_min - x[b, j]
+                for g in range(G):
+                    la = levels(isc[g], xt[j, g], mn[g], fnmax)
+                    aux[j, g] = la
+                    wl = wt[j, g] * la
+                    sl[g] += wl
+                    sl2[g] += wl * la
+                    sxl[g] += wl * xt[j, g]
+            for g in range(G):
+                D = sum_w[g] * sl2[g] - sl[g] * sl[g]
+                ts = (sum_w[g] * sxl[g] - sum_x[g] * sl[g]) / D
+                tm = (sl2[g] * sum_x[g] - sl[g] * sxl[g]) / D
+                if tm > ZERO:
+                    tm = ZERO
+                    ts = sxl[g] / sl2[g]
+                tsc[g] = ts
+                tmn[g] = tm
+                ok[g] = D > ZERO
+            for j in range(n):
+                for g in range(G):
+                    diff = aux[j, g] * tsc[g] + tmn[g] - xt[j, g]
                     diff = abs(diff) if use_mad else diff * diff
-                    err += diff * w[b, j]
-                if err < best:
-                    best_is = isc
-                    best_mn = mn
-                    best = err
-                    scale = this_scale
-                    mn = this_min
-        for j in range(n):
-            L_out[b, j] = np.int32(levels(best_is, x[b, j], best_mn, fnmax))
-        scale_out[b] = scale
-        min_out[b] = -mn
+                    err[g] += diff * wt[j, g]
+            for g in range(G):
+                if ok[g] and err[g] < best[g]:
+                    best_is[g] = isc[g]
+                    best_mn[g] = mn[g]
+                    best[g] = err[g]
+                    scale[g] = tsc[g]
+                    mn[g] = tmn[g]
+        for g in range(m):
+            b = b0 + g
+            if mx[g] <= mn0[g]:  # flat: L = 0, scale 0, the_min = -min
+                for j in range(n):
+                    L_out[b, j] = 0
+                scale_out[b] = ZERO
+                min_out[b] = -mn0[g]
+                continue
+            for j in range(n):
+                L_out[b, j] = np.int32(levels(best_is[g], xt[j, g], best_mn[g], fnmax))
+            scale_out[b] = scale[g]
+            min_out[b] = -mn[g]
 
 
 @njit(inline="always")
