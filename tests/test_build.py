@@ -255,23 +255,29 @@ def _unshare_works() -> bool:
     return p.returncode == 0
 
 
-@pytest.mark.skipif(not _unshare_works(), reason="needs `unshare -rm` to mount a small tmpfs")
-def test_cli_full_disk_fails_before_writing(tiny: Path):
-    """A real full disk: a 64 KiB tmpfs (mounted in a private user+mount namespace) cannot hold
-    the outputs; the build says so in one line before writing, and leaves nothing there."""
-    out = tiny.parent / "small"
+def _build_on_tmpfs(tiny: Path, out: Path, size: str) -> subprocess.CompletedProcess[str]:
+    """``dynq build`` of target ``mix`` into ``out``, a tmpfs of ``size`` mounted in a private
+    user+mount namespace; stdout ends with ``files:`` and what the tmpfs holds afterwards."""
     out.mkdir()
     script = (
-        'mount -t tmpfs -o size=64k tmpfs "$1" && shift && "$@"; rc=$?; '
+        f'mount -t tmpfs -o size={size} tmpfs "$1" && shift && "$@"; rc=$?; '
         'echo "files:$(ls -A "$OUT")"; exit $rc'
     )
     build = [*dynq_command(), "build", str(tiny), "--target", "mix", "--out", str(out)]
-    p = subprocess.run(
+    return subprocess.run(
         ["unshare", "-rm", "sh", "-c", script, "sh", str(out), *build],
         capture_output=True,
         text=True,
         env={**os.environ, "OUT": str(out)},
     )
+
+
+@pytest.mark.skipif(not _unshare_works(), reason="needs `unshare -rm` to mount a small tmpfs")
+def test_cli_full_disk_fails_before_writing(tiny: Path):
+    """A real full disk: a 64 KiB tmpfs cannot hold the outputs; the build says so in one line
+    before writing, and leaves nothing there."""
+    out = tiny.parent / "small"
+    p = _build_on_tmpfs(tiny, out, "64k")
     assert p.returncode == 2, p.stderr
     err = p.stderr.strip()
     assert "\n" not in err and "not enough free space" in err and str(out) in err, err
@@ -283,20 +289,7 @@ def test_cli_full_disk_at_the_report(tiny: Path):
     """A tmpfs that holds the GGUF file to the page and nothing more: the file is complete and
     stays; the build report cannot be written, which the build says in one line."""
     size = _build(tiny, targets=["mix"])[0].file_size
-    out = tiny.parent / "exact"
-    out.mkdir()
-    pages = -(-size // 4096)
-    script = (
-        f'mount -t tmpfs -o size={pages * 4096} tmpfs "$1" && shift && "$@"; rc=$?; '
-        'echo "files:$(ls -A "$OUT")"; exit $rc'
-    )
-    build = [*dynq_command(), "build", str(tiny), "--target", "mix", "--out", str(out)]
-    p = subprocess.run(
-        ["unshare", "-rm", "sh", "-c", script, "sh", str(out), *build],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "OUT": str(out)},
-    )
+    p = _build_on_tmpfs(tiny, tiny.parent / "exact", str(-(-size // 4096) * 4096))
     assert p.returncode == 2, p.stderr
     err = p.stderr.strip()
     assert "\n" not in err and "cannot write the build report" in err, err

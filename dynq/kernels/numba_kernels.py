@@ -161,6 +161,14 @@ def qkx(x, w, nmax, cand, use_mad, scale_out, min_out, L_out):
 
 
 @njit(inline="always")
+def zero_group(L_out, scale_out, b):
+    # the C's answer for an all-zero group: L = 0, scale 0
+    for j in range(L_out.shape[1]):
+        L_out[b, j] = 0
+    scale_out[b] = ZERO
+
+
+@njit(inline="always")
 def first_abs_max(x, b, n):
     amax = ZERO
     mx = ZERO
@@ -187,9 +195,7 @@ def qx(x, w, has_w, nmax, cand, scale_out, L_out):
     for b in range(B):
         amax, mx = first_abs_max(x, b, n)
         if amax < EPS:
-            for j in range(n):
-                L_out[b, j] = 0
-            scale_out[b] = ZERO
+            zero_group(L_out, scale_out, b)
             continue
         for t in range(T):
             isc[t] = -cand[t] / mx
@@ -230,9 +236,7 @@ def qp(x, w, nmax, cand, scale_out, L_out):
         for j in range(n):
             mx = mx if mx > x[b, j] else x[b, j]
         if mx < EPS:
-            for j in range(n):
-                L_out[b, j] = 0
-            scale_out[b] = ZERO
+            zero_group(L_out, scale_out, b)
             continue
         iscale = fnmax / mx
         for j in range(n):
@@ -297,9 +301,7 @@ def q3(x, nmax, scale_out, L_out):
     for b in range(B):
         amax, mx = first_abs_max(x, b, n)
         if amax < EPS:
-            for j in range(n):
-                L_out[b, j] = 0
-            scale_out[b] = ZERO
+            zero_group(L_out, scale_out, b)
             continue
         iscale = np.float32(-nmax) / mx
         sumlx = ZERO
