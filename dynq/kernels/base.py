@@ -22,6 +22,7 @@ CPU and CUDA with identical results.
 
 from __future__ import annotations
 
+from types import ModuleType
 from typing import ClassVar
 
 import torch
@@ -35,6 +36,7 @@ __all__ = [
     "REGISTRY",
     "BlockKernel",
     "Kernel",
+    "compiled_impl",
     "divc",
     "first_abs_max",
     "first_min",
@@ -161,6 +163,19 @@ def fp16_from_bytes(b: Tensor) -> Tensor:
     return b.contiguous().view(torch.float16).to(F32)
 
 
+def compiled_impl(t: Tensor) -> ModuleType | None:
+    """The compiled implementation of the searches and sums for tensor ``t``, or None for the
+    torch one: :mod:`~dynq.kernels.fused` (Triton, GPUs) first, then
+    :mod:`~dynq.kernels.compiled` (numba, CPU). Both expose ``make_qkx_quants``,
+    ``make_qx_quants``, ``make_qp_quants``, ``make_q3_quants`` and ``seq_sum`` with the same
+    arguments."""
+    if fused.used_for(t):
+        return fused
+    if compiled.used_for(t):
+        return compiled
+    return None
+
+
 def seq_sum(t: Tensor, first: bool = False) -> Tensor:
     """Sum over dim 0 strictly left to right in float32, as a C loop ``s += t[i]``.
 
@@ -172,10 +187,9 @@ def seq_sum(t: Tensor, first: bool = False) -> Tensor:
     devices ``index_add_`` accumulates atomically in no fixed order, so it is a loop there.
     """
     n = t.shape[0]
-    if t.dtype == F32 and fused.used_for(t):
-        return fused.seq_sum(t, first)
-    if t.dtype == F32 and compiled.used_for(t):
-        return compiled.seq_sum(t, first)
+    impl = compiled_impl(t) if t.dtype == F32 else None
+    if impl is not None:
+        return impl.seq_sum(t, first)
     if t.device.type == "cpu" and n > 2:
         if first:
             out, rest = t[0].unsqueeze(0).clone(), t[1:]

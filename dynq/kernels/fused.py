@@ -6,9 +6,10 @@ runs one group's whole search, with the group's values re-read from L1/L2 and ev
 a register. The arithmetic is the C's, operation for operation, so the bytes are the same:
 
 * each float op is one rounded float32 op: the kernels are compiled with ``enable_fp_fusion``
-  off (no fused multiply-add), divisions are ``div_rn`` and square roots ``sqrt_rn`` (Triton's
-  ``/`` is an approximate division on NVIDIA GPUs);
-* sums run left to right over a group's values (a ``static_range`` loop), as the C loops do;
+  off (no fused multiply-add) and divisions are ``div_rn`` (Triton's ``/`` is an approximate
+  division on NVIDIA GPUs);
+* sums run left to right over a group's values (a ``range`` loop: rolled, so a kernel compiles
+  in about a second), as the C loops do;
 * ``nearest_int`` is ggml's ``+ 12582912.f`` trick on the bits.
 
 Groups are passed transposed (``[n, B]``, contiguous), so the threads of a warp read

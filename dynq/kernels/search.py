@@ -9,6 +9,10 @@ Where the C tries candidate scales independently of each other (``make_qx_quants
 ``make_qp_quants``, IQ4's search) the candidates are an extra dimension ``T`` (``[n, T, B]``)
 and only the "is it better" comparisons run in sequence; where a winning candidate changes the
 next ones (``make_qkx2/3_quants`` move ``min``) they run one after the other.
+
+This torch code is the portable reference. Each function first hands over to the compiled
+version :func:`~dynq.kernels.base.compiled_impl` names for its tensor (numba on the CPU, Triton
+on a GPU), which computes the same bits.
 """
 
 from __future__ import annotations
@@ -16,10 +20,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from dynq.kernels import compiled, fused
 from dynq.kernels.base import (
     F32,
     I32,
+    compiled_impl,
     first_abs_max,
     first_min,
     nearest_int,
@@ -129,10 +133,9 @@ def make_qx_quants(x: Tensor, nmax: int, qw: Tensor | None) -> tuple[Tensor, Ten
     The 19 candidate scales do not depend on each other, so they are one tensor dimension; only
     the "is it better" comparisons run in sequence. The winner's levels are recomputed at the end.
     """
-    if fused.used_for(x):
-        return fused.make_qx_quants(x, nmax, qw, _qx_numerators(nmax, x))
-    if compiled.used_for(x):
-        return compiled.make_qx_quants(x, nmax, qw, _qx_numerators(nmax, x))
+    impl = compiled_impl(x)
+    if impl is not None:
+        return impl.make_qx_quants(x, nmax, qw, _qx_numerators(nmax, x))
     return in_slices(lambda a, b: _make_qx_quants(a, nmax, b), x.shape[1] * 19, x, qw)
 
 
@@ -195,10 +198,9 @@ def make_qkx_quants(
     the winning candidate are recomputed once at the end from its inverse scale and ``min``.
     """
     c = f32(rmin, x) + _trial_consts(rdelta, range(nstep + 1), x) + nmax
-    if fused.used_for(x):
-        return fused.make_qkx_quants(x, w, nmax, c, use_mad)
-    if compiled.used_for(x):
-        return compiled.make_qkx_quants(x, w, nmax, c, use_mad)
+    impl = compiled_impl(x)
+    if impl is not None:
+        return impl.make_qkx_quants(x, w, nmax, c, use_mad)
     b, n = x.shape
     mn = first_min(x, 1).squeeze(1)
     mx = x.max(dim=1).values
@@ -277,10 +279,9 @@ def make_qp_quants(x: Tensor, nmax: int, w: Tensor) -> tuple[Tensor, Tensor]:
     """
     steps = [i for i in range(-4, 5) if i != 0]
     c = _trial_consts(0.1, steps, x) + nmax
-    if fused.used_for(x):
-        return fused.make_qp_quants(x, nmax, w, c)
-    if compiled.used_for(x):
-        return compiled.make_qp_quants(x, nmax, w, c)
+    impl = compiled_impl(x)
+    if impl is not None:
+        return impl.make_qp_quants(x, nmax, w, c)
     mx = x.max(dim=1).values.clamp(min=0)
     zero = mx < f32(GROUP_MAX_EPS, x)
     xt = x.t().contiguous()  # [n, B]
@@ -317,10 +318,9 @@ def make_q3_quants(x: Tensor, nmax: int) -> tuple[Tensor, Tensor]:
 
     Returns ``(scale [B], L [B, n] int32 in [0, 2*nmax))``, L all zero for an all-zero group.
     """
-    if fused.used_for(x):
-        return fused.make_q3_quants(x, nmax)
-    if compiled.used_for(x):
-        return compiled.make_q3_quants(x, nmax)
+    impl = compiled_impl(x)
+    if impl is not None:
+        return impl.make_q3_quants(x, nmax)
     amax, mx = first_abs_max(x)
     zero = (amax < f32(GROUP_MAX_EPS, x)).squeeze(1)
     iscale = rdiv(-nmax, mx)  # [B, 1]
