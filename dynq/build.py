@@ -13,9 +13,11 @@ import contextlib
 import errno
 import hashlib
 import json
+import os
 import shutil
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -157,57 +159,79 @@ def source_floats(src: GGUFFile, t: TensorEntry) -> np.ndarray:
 
 
 def quantize_tensor(
-    x: np.ndarray, t: qtypes.GGMLType, imp: np.ndarray | None, device: str | None
-) -> np.ndarray:
-    """Quantize an (..., rows, ne0) array; 3-D expert tensors use each expert's importance."""
+    x: np.ndarray,
+    t: qtypes.GGMLType,
+    imp: np.ndarray | None,
+    device: str | None,
+    measure: bool = False,
+) -> tuple[np.ndarray, float, float]:
+    """Quantize an (..., rows, ne0) array; 3-D expert tensors use each expert's importance.
+
+    Returns ``(bytes, sum w·(x−q)², sum w·x²)``: with ``measure``, the error sums of
+    :func:`dynq.kernels.quantize_measured`, each expert weighted by its own importance (w = 1
+    without an imatrix); without, zeros.
+    """
     ne0 = x.shape[-1]
+
+    def one(rows: np.ndarray, w: np.ndarray | None) -> tuple[np.ndarray, float, float]:
+        if measure:
+            return kernels.quantize_measured(rows, t, imatrix=w, device=device)
+        return kernels.quantize(rows, t, imatrix=w, device=device), 0.0, 0.0
+
     if x.ndim <= 2 or imp is None or imp.shape[0] == 1:
-        w = None if imp is None else imp[0]
-        return kernels.quantize(x.reshape(-1, ne0), t, imatrix=w, device=device)
+        return one(x.reshape(-1, ne0), None if imp is None else imp[0])
     experts = x.reshape(x.shape[0], -1, ne0)
     if imp.shape[0] != experts.shape[0]:
         raise BuildError(f"imatrix has {imp.shape[0]} experts, tensor has {experts.shape[0]}")
-    return np.concatenate(
-        [
-            kernels.quantize(experts[e], t, imatrix=imp[e], device=device)
-            for e in range(experts.shape[0])
-        ]
-    )
+    parts = [one(experts[e], imp[e]) for e in range(experts.shape[0])]
+    data = np.concatenate([p[0] for p in parts])
+    return data, sum(p[1] for p in parts), sum(p[2] for p in parts)
 
 
-def tensor_error(
-    x: np.ndarray,
-    data: np.ndarray,
-    t: qtypes.GGMLType,
-    imp: np.ndarray | None,
-    device: str | None,
-) -> tuple[float, float]:
-    """``(sum w·(x−q)², sum w·x²)`` of a tensor (..., rows, ne0) and its quantized bytes, each
-    expert of a 3-D tensor weighted by its own importance (w = 1 without an imatrix)."""
-    ne0 = x.shape[-1]
-    rows = x.reshape(-1, ne0)
-    if imp is None or imp.shape[0] == 1:
-        return kernels.weighted_error(rows, data, t, None if imp is None else imp[0], device)
-    per = rows.shape[0] // imp.shape[0]
-    raw = data.reshape(rows.shape[0], -1)
-    num = den = 0.0
-    for e in range(imp.shape[0]):
-        sl = slice(e * per, (e + 1) * per)
-        a, b = kernels.weighted_error(rows[sl], raw[sl], t, imp[e], device)
-        num, den = num + a, den + b
-    return num, den
+class _TailHasher:
+    """The sha256 of a file being appended to, computed in a background thread as it grows
+    (hashlib and ``os.pread`` release the GIL): a build does not read its outputs again at the
+    end. :meth:`catch_up` after each flushed write; :meth:`hexdigest` once the file is closed."""
 
+    def __init__(self, path: Path) -> None:
+        self._fd = os.open(path, os.O_RDONLY)
+        self._h = hashlib.sha256()
+        self._done = 0
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="dynq-hash")
+        self._pending: list[Future[None]] = []
 
-def _rel_error(
-    x: np.ndarray,
-    data: np.ndarray,
-    t: qtypes.GGMLType,
-    imp: np.ndarray | None,
-    device: str | None,
-) -> float:
-    """sqrt(sum w·(x−q)² / sum w·x²): the imatrix-weighted relative RMS error of a tensor."""
-    num, den = tensor_error(x, data, t, imp, device)
-    return (num / den) ** 0.5 if den > 0 else 0.0
+    def catch_up(self) -> None:
+        still = []
+        for f in self._pending:
+            if f.done():
+                f.result()  # a failed read raises here
+            else:
+                still.append(f)
+        self._pending = still
+        self._pending.append(self._pool.submit(self._read_to, os.fstat(self._fd).st_size))
+
+    def _read_to(self, end: int) -> None:
+        while self._done < end:
+            block = os.pread(self._fd, min(1 << 24, end - self._done), self._done)
+            if not block:
+                raise OSError(f"file shrank while hashing it (at {self._done} of {end} bytes)")
+            self._h.update(block)
+            self._done += len(block)
+
+    def hexdigest(self) -> str:
+        self.catch_up()
+        try:
+            for f in self._pending:
+                f.result()
+        finally:
+            self.close()
+        return self._h.hexdigest()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
 
 class Builder:
@@ -342,7 +366,7 @@ class Builder:
         sha = self.loaded.sha256
         t0 = time.perf_counter()
         try:
-            reports = self._write_all(outs, reader, sha, progress)
+            reports, digests = self._write_all(outs, reader, sha, progress)
         except OSError as e:
             # numpy's tofile reports a short write (the disk filled up mid-tensor) without errno
             if e.errno in _NO_ROOM or e.errno is None:
@@ -363,7 +387,7 @@ class Builder:
                 recipe_sha256=sha,
                 target=target,
                 file=path.name,
-                sha256=_sha256(path),
+                sha256=digests[target],
                 file_size=path.stat().st_size,
                 predicted_size=plan.file_size,
                 bpw=plan.bpw,
@@ -389,20 +413,25 @@ class Builder:
 
     def _write_all(
         self, outs: dict[str, Path], reader: GGUFFile, sha: str, progress: ProgressFn | None
-    ) -> dict[str, list[TensorReport]]:
+    ) -> tuple[dict[str, list[TensorReport]], dict[str, str]]:
         """Every target written to a temp file beside its final name, renamed when all are
-        complete; any failure (Ctrl-C, a full disk) removes them all."""
+        complete; any failure (Ctrl-C, a full disk) removes them all. Returns the tensor reports
+        and each file's sha256 (hashed as it is written)."""
         with contextlib.ExitStack() as stack:
             writers: dict[str, gguf.GGUFWriter] = {}
+            hashers: dict[str, _TailHasher] = {}
             tmps: dict[str, Path] = {}
             for target, path in outs.items():
                 tmp = stack.enter_context(atomic_path(path))
                 tmps[target] = tmp
                 writers[target] = self._start_writer(tmp, reader, target, sha)
+                hashers[target] = h = _TailHasher(tmp)
+                stack.callback(h.close)
             reports: dict[str, list[TensorReport]] = {t: [] for t in self.targets}
-            self._stream(reader, writers, reports, progress)
+            self._stream(reader, writers, hashers, reports, progress)
             for w in writers.values():
                 w.close()
+            digests = {t: h.hexdigest() for t, h in hashers.items()}
             for target, tmp in tmps.items():
                 size = tmp.stat().st_size
                 if size != self.plans[target].file_size:
@@ -410,7 +439,7 @@ class Builder:
                         f"{outs[target]}: internal error: wrote {size} bytes, the Plan predicted "
                         f"{self.plans[target].file_size}"
                     )
-        return reports
+        return reports, digests
 
     def _start_writer(self, tmp: Path, reader: GGUFFile, target: str, sha: str) -> gguf.GGUFWriter:
         plan = self.plans[target]
@@ -443,31 +472,56 @@ class Builder:
         self,
         reader: GGUFFile,
         writers: dict[str, gguf.GGUFWriter],
+        hashers: dict[str, _TailHasher],
         reports: dict[str, list[TensorReport]],
         progress: ProgressFn | None,
     ) -> None:
+        """Each source tensor read, quantized once per distinct type and written to every
+        target. The next tensor is read in a background thread while this one is quantized,
+        and the written part of each file is hashed in another."""
         by_target = {t: p.tensors for t, p in self.plans.items()}
         n = len(reader.tensors)
         done_bytes = dict.fromkeys(self.targets, 0)
-        for i, src in enumerate(reader.tensors):
-            planned = {t: by_target[t][i] for t in self.targets}
-            outputs: dict[str, tuple[np.ndarray, float | None]] = {}
-            x = None
-            for target, pt in planned.items():
-                key = pt.type.name
-                if key not in outputs:
-                    if pt.rule == "not quantized" and pt.type.gguf == src.type:
-                        outputs[key] = (reader.read(src), None)
-                    else:
-                        if x is None:
-                            x = source_floats(reader, src)
-                        outputs[key] = self._encode(x, pt)
-                data, err = outputs[key]
-                writers[target].write_tensor_data(data)
-                reports[target].append(TensorReport(pt.name, key, pt.bytes, err))
-                done_bytes[target] += pt.bytes
-                if progress is not None:
-                    progress(target, i + 1, done_bytes[target], n)
+
+        def load(i: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+            """Tensor ``i``'s stored bytes (if some target copies them) and floats (if some
+            target quantizes them)."""
+            src = reader.tensors[i]
+            raw = x = None
+            for t in self.targets:
+                pt = by_target[t][i]
+                if pt.rule == "not quantized" and pt.type.gguf == src.type:
+                    if raw is None:
+                        raw = reader.read(src)
+                elif x is None:
+                    x = source_floats(reader, src)
+            return raw, x
+
+        with ThreadPoolExecutor(1, thread_name_prefix="dynq-read") as pool:
+            ahead = pool.submit(load, 0) if n else None
+            for i in range(n):
+                assert ahead is not None
+                raw, x = ahead.result()
+                ahead = pool.submit(load, i + 1) if i + 1 < n else None
+                outputs: dict[str, tuple[np.ndarray, float | None]] = {}
+                for target in self.targets:
+                    pt = by_target[target][i]
+                    key = pt.type.name
+                    if key not in outputs:
+                        if pt.rule == "not quantized" and pt.type.gguf == reader.tensors[i].type:
+                            assert raw is not None
+                            outputs[key] = (raw, None)
+                        else:
+                            assert x is not None
+                            outputs[key] = self._encode(x, pt)
+                    data, err = outputs[key]
+                    writers[target].write_tensor_data(data)
+                    writers[target].flush()
+                    hashers[target].catch_up()
+                    reports[target].append(TensorReport(pt.name, key, pt.bytes, err))
+                    done_bytes[target] += pt.bytes
+                    if progress is not None:
+                        progress(target, i + 1, done_bytes[target], n)
 
     def _encode(self, x: np.ndarray, pt: PlannedTensor) -> tuple[np.ndarray, float | None]:
         imp = self.imatrix.importance(pt.name) if self.imatrix is not None else None
@@ -476,16 +530,9 @@ class Builder:
                 f"imatrix entry '{pt.name}' has {imp.shape[-1]} columns, tensor has {x.shape[-1]}"
             )
         use_imp = imp if pt.type.is_quantized else None
-        data = quantize_tensor(x, pt.type, use_imp, self.opts.device)
-        err = None
-        if self.opts.errors and pt.type.is_quantized:
-            err = round(_rel_error(x, data, pt.type, use_imp, self.opts.device), 6)
-        return data, err
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(1 << 22):
-            h.update(block)
-    return h.hexdigest()
+        measure = self.opts.errors and pt.type.is_quantized
+        data, num, den = quantize_tensor(x, pt.type, use_imp, self.opts.device, measure)
+        if not measure:
+            return data, None
+        # sqrt(sum w·(x−q)² / sum w·x²): the imatrix-weighted relative RMS error
+        return data, round((num / den) ** 0.5 if den > 0 else 0.0, 6)

@@ -127,10 +127,9 @@ def _error(
     x: np.ndarray, t: qtypes.GGMLType, imp: np.ndarray | None, device: str
 ) -> tuple[float, np.ndarray]:
     """The estimate ``e`` (module docstring) and the quantized bytes."""
-    from dynq.build import quantize_tensor, tensor_error
+    from dynq.build import quantize_tensor
 
-    data = quantize_tensor(x, t, imp, device)
-    num, _ = tensor_error(x, data, t, imp, device)
+    data, num, _ = quantize_tensor(x, t, imp, device, measure=True)
     if imp is None:  # a lookup table: the mean squared error of a row
         num /= x.reshape(-1, x.shape[-1]).shape[0]
     return num, data

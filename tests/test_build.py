@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dynq import kernels
+from dynq import kernels, qtypes
 from dynq.build import Builder, BuildError, BuildOptions
 from dynq.errors import SourceError
 from dynq.gguf_io import inventory_from_gguf, read_gguf
@@ -112,6 +112,24 @@ def test_deterministic(tiny: Path):
     a = _build(tiny, targets=["mix"])[0].sha256
     b = _build(tiny, targets=["mix"], force=True)[0].sha256
     assert a == b
+
+
+def test_report_hash_and_errors_match_the_file(tiny: Path):
+    """The sha256 hashed while writing is the file's; each tensor's weighted error, measured
+    while quantizing, is the one of the bytes in the file."""
+    (rep,) = _build(tiny, targets=["mix"])
+    path = tiny.parent / "out" / rep.file
+    assert rep.sha256 == sha256_file(path)
+    f = read_gguf(path)
+    src = tiny_model.tensors()
+    errs = {t.name: t.rel_error for t in rep.tensors}
+    for t in f.tensors:
+        if not qtypes.get(t.type.name).is_quantized:
+            assert errs[t.name] is None
+            continue
+        rows = src[t.name].reshape(-1, t.shape[0])
+        num, den = kernels.weighted_error(rows, f.raw(t), t.type.name)
+        assert errs[t.name] == round((num / den) ** 0.5, 6), t.name
 
 
 def test_existing_output_needs_force(tiny: Path):

@@ -5,6 +5,7 @@ One implementation serves CPU and CUDA. Public API:
 * :func:`quantize` — float rows → the bytes GGUF stores for the tensor;
 * :func:`dequantize` — those bytes → float32 (as ``gguf.quants.dequantize``);
 * :func:`weighted_error` — how far quantized bytes are from the floats they came from;
+* :func:`quantize_measured` — both at once, each chunk measured where it was quantized;
 * :func:`supported_types` — the type names (as gguf spells them, e.g. ``"Q4_K"``) handled here.
 
 Each type is a small class in one of the family modules (``floats``, ``legacy``, ``kquants``,
@@ -32,7 +33,14 @@ from dynq.kernels.base import REGISTRY, Kernel
 
 T = TypeVar("T")
 
-__all__ = ["dequantize", "kernel_for", "quantize", "supported_types", "weighted_error"]
+__all__ = [
+    "dequantize",
+    "kernel_for",
+    "quantize",
+    "quantize_measured",
+    "supported_types",
+    "weighted_error",
+]
 
 #: how many times more elements a chunk holds on a GPU than on the CPU: the kernels are many
 #: small elementwise ops, so a GPU needs big chunks to be busy (bench/kernels.py: Q4_K with an
@@ -144,6 +152,13 @@ def _map_cpu_chunks(job: Callable[[int], T], starts: Sequence[int]) -> list[T]:
             return list(pool.map(job, starts))
 
 
+def _rows_on(x: torch.Tensor, dev: torch.device) -> torch.Tensor:
+    """Rows ``x`` as contiguous float32 on ``dev``. To a GPU they travel in their own dtype and
+    are widened there: torch's blocking ``.to(cuda, float32)`` widens F16 on the CPU first,
+    then copies twice the bytes."""
+    return x.to(device=dev).to(dtype=torch.float32).contiguous()
+
+
 #: bytes of the page-locked buffer each thread copies a GPU's results through
 _STAGE_BYTES = 1 << 25
 _stage = threading.local()
@@ -178,6 +193,52 @@ def quantize(
     stores for the tensor: a flat uint8 array, rows concatenated. ``device``: None (the input
     tensor's device, else the CPU), ``"cpu"`` or ``"cuda"``.
     """
+    return _quantize(x, qtype, imatrix, device, measure=False)[0]
+
+
+def quantize_measured(
+    x: Any,
+    qtype: qtypes.GGMLType | GGMLQuantizationType | str,
+    imatrix: Any = None,
+    device: str | torch.device | None = None,
+) -> tuple[np.ndarray, float, float]:
+    """:func:`quantize`, and :func:`weighted_error` of its result: ``(bytes, sum w·(x − q)²,
+    sum w·x²)``, with ``w`` the imatrix (1 without one; it weights the error even for a type
+    whose quantizer ignores it). Each chunk is dequantized and measured where it was quantized,
+    while its rows are still there: a build on a GPU copies each tensor there once, not twice.
+    """
+    return _quantize(x, qtype, imatrix, device, measure=True)
+
+
+def _error_sums(
+    xc: torch.Tensor, q: torch.Tensor, kernel: type[Kernel], w: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(sum w·(x − dequantize(q))², sum w·x²)`` in float64 for float32 rows ``xc`` and their
+    quantized rows ``q`` (uint8, rows × row bytes) on the same device; ``w`` ``[1, n]`` or None."""
+    d2 = (xc - kernel.dequantize_rows(q, xc.shape[1])).square_()
+    x2 = xc.square()
+    if w is not None:
+        d2.mul_(w)
+        x2.mul_(w)
+    return d2.sum(dtype=torch.float64), x2.sum(dtype=torch.float64)
+
+
+def _total(
+    parts: list[tuple[torch.Tensor, torch.Tensor]], dev: torch.device
+) -> tuple[float, float]:
+    """The chunks' error sums added in chunk order (float64)."""
+    num = sum((p[0] for p in parts), torch.zeros((), dtype=torch.float64, device=dev))
+    den = sum((p[1] for p in parts), torch.zeros((), dtype=torch.float64, device=dev))
+    return float(num), float(den)
+
+
+def _quantize(
+    x: Any,
+    qtype: qtypes.GGMLType | GGMLQuantizationType | str,
+    imatrix: Any,
+    device: str | torch.device | None,
+    measure: bool,
+) -> tuple[np.ndarray, float, float]:
     t = _resolve_type(qtype)
     kernel = kernel_for(t)
     xt = _as_tensor(x, "weights")
@@ -191,7 +252,7 @@ def quantize(
             f"{t.name}: row length {n} is not a multiple of its block size {t.block_size}"
         )
     dev = _device(device, x)
-    w = None
+    w = ew = None
     if imatrix is not None:
         wt = _as_tensor(imatrix, "imatrix")
         if wt.ndim != 1 or wt.shape[0] != n:
@@ -204,15 +265,16 @@ def quantize(
             raise KernelError(f"imatrix: non-finite value {float(wt[bad])} at column {bad}")
         if kernel.uses_imatrix:
             w = wt.contiguous()
+        ew = wt.view(1, n)
     row_bytes = t.row_bytes(n) if n else 0
     out = np.empty(rows * row_bytes, dtype=np.uint8)
     if rows == 0 or n == 0:
-        return out
+        return out, 0.0, 0.0
     step = _chunk_rows(kernel, n, dev)
 
-    def job(r0: int, step: int = step) -> None:
+    def job(r0: int, step: int = step) -> tuple[torch.Tensor, torch.Tensor] | None:
         r1 = min(rows, r0 + step)
-        chunk = xt[r0:r1].to(device=dev, dtype=torch.float32).contiguous()
+        chunk = _rows_on(xt[r0:r1], dev)
         # one pass (min and max propagate NaN) instead of isfinite's three; find it if not
         lo, hi = torch.aminmax(chunk)
         if not bool(torch.isfinite(lo) & torch.isfinite(hi)):
@@ -221,13 +283,16 @@ def quantize(
                 f"weights: non-finite value {float(chunk[r, c])} at row {r0 + r}, column {c}"
             )
         q = kernel.quantize_rows(chunk, w)
+        sums = _error_sums(chunk, q.view(r1 - r0, row_bytes), kernel, ew) if measure else None
         _to_host(q.reshape(-1), out[r0 * row_bytes : r1 * row_bytes])
+        return sums
 
+    parts: list[tuple[torch.Tensor, torch.Tensor] | None] = []
     if dev.type != "cpu":
         r0 = 0
         while r0 < rows:
             try:
-                job(r0, step)
+                parts.append(job(r0, step))
             except torch.cuda.OutOfMemoryError:
                 if step == 1:
                     raise
@@ -235,9 +300,11 @@ def quantize(
                 torch.cuda.empty_cache()
                 continue
             r0 += step
-        return out
-    _map_cpu_chunks(job, range(0, rows, step))
-    return out
+    else:
+        parts = _map_cpu_chunks(job, range(0, rows, step))
+    if not measure:
+        return out, 0.0, 0.0
+    return (out, *_total([p for p in parts if p is not None], dev))
 
 
 def dequantize(
@@ -316,17 +383,9 @@ def weighted_error(
     step = _chunk_rows(kernel, n, dev)
 
     def job(r0: int) -> tuple[torch.Tensor, torch.Tensor]:
-        xc = xt[r0 : r0 + step].to(device=dev, dtype=torch.float32)
-        q = kernel.dequantize_rows(raw[r0 : r0 + step].to(dev), n)
-        d2 = (xc - q).square_()
-        x2 = xc.square()
-        if w is not None:
-            d2.mul_(w)
-            x2.mul_(w)
-        return d2.sum(dtype=torch.float64), x2.sum(dtype=torch.float64)
+        xc = _rows_on(xt[r0 : r0 + step], dev)
+        return _error_sums(xc, raw[r0 : r0 + step].to(dev), kernel, w)
 
     starts = range(0, rows, step)
     parts = _map_cpu_chunks(job, starts) if dev.type == "cpu" else [job(r0) for r0 in starts]
-    num = sum((p[0] for p in parts), torch.zeros((), dtype=torch.float64, device=dev))
-    den = sum((p[1] for p in parts), torch.zeros((), dtype=torch.float64, device=dev))
-    return float(num), float(den)
+    return _total(parts, dev)

@@ -176,16 +176,12 @@ def qx_kernel(
     tl.store(scale_out + offs, tl.where(zero, 0.0, scale), mask=m)
 
 
-# column i of an integer tile (one nonzero term per row: exact)
 @triton.jit
-def get_col(tile, cols, i):
-    return tl.sum(tl.where(cols == i, tile, 0), axis=1)
-
-
-@triton.jit
-def descend(xt, wt, offs, m, B, Lt, cols, sx, s2, LO: tl.constexpr, HI: tl.constexpr,
+def descend(xt, wt, offs, m, B, L, sx, s2, LO: tl.constexpr, HI: tl.constexpr,
             N: tl.constexpr, QP: tl.constexpr, HAS_W: tl.constexpr):  # fmt: skip
-    # make_q3_quants' (QP False, weights x*x) and make_qp_quants' (QP True) refinement
+    # make_q3_quants' (QP False, weights x*x) and make_qp_quants' (QP True) refinement; the
+    # levels live in L ([N, B] int32 in global memory, each lane reading and writing its own
+    # column with the same offsets, so the same thread does both: no barrier needed)
     for _ in range(5):
         for i in range(N):
             xi = tl.load(xt + i * B + offs, mask=m, other=0.0)
@@ -194,7 +190,7 @@ def descend(xt, wt, offs, m, B, Lt, cols, sx, s2, LO: tl.constexpr, HI: tl.const
             else:
                 wi = xi * xi
             wxi = wi * xi
-            li = get_col(Lt, cols, i).to(tl.float32)
+            li = tl.load(L + i * B + offs, mask=m, other=0).to(tl.float32)
             slx = sx - wxi * li
             sl2 = s2 - (wi * li) * li
             if QP:
@@ -216,10 +212,10 @@ def descend(xt, wt, offs, m, B, Lt, cols, sx, s2, LO: tl.constexpr, HI: tl.const
                 stored = new_i & 0xFF  # make_qp_quants' L[] is uint8_t
             else:
                 stored = new_i
-            Lt = tl.where((cols == i) & ok[:, None], stored[:, None], Lt)
+            tl.store(L + i * B + offs, stored, mask=m & ok)
             sx = tl.where(ok, slx, sx)
             s2 = tl.where(ok, sl2, s2)
-    return Lt, sx, s2
+    return sx, s2
 
 
 # make_qp_quants: search.make_qp_quants (cand: 0.1f*is + nmax)
@@ -230,7 +226,6 @@ def qp_kernel(
 ):  # fmt: skip
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     m = offs < B
-    cols = tl.arange(0, N)[None, :]
     mx = tl.zeros([BLOCK], tl.float32)
     for j in range(N):
         xj = tl.load(xt + j * B + offs, mask=m, other=0.0)
@@ -260,7 +255,6 @@ def qp_kernel(
         take = mse < best
         best = tl.where(take, mse, best)
         best_is = tl.where(take, isc, best_is)
-    Lt = tl.zeros([BLOCK, N], tl.int32)
     sumlx = tl.zeros([BLOCK], tl.float32)
     suml2 = tl.zeros([BLOCK], tl.float32)
     for j in range(N):
@@ -270,13 +264,12 @@ def qp_kernel(
         lf = li.to(tl.float32)
         sumlx = sumlx + (wj * xj) * lf
         suml2 = suml2 + (wj * lf) * lf
-        Lt = tl.where(cols == j, (li & 0xFF)[:, None], Lt)
-    Lt, sumlx, suml2 = descend(xt, wt, offs, m, B, Lt, cols, sumlx, suml2, 0, NMAX, N, True, True)
+        tl.store(L_out + j * B + offs, li & 0xFF, mask=m)
+    sumlx, suml2 = descend(xt, wt, offs, m, B, L_out, sumlx, suml2, 0, NMAX, N, True, True)
     scale = tl.where(suml2 > 0, tl.math.div_rn(sumlx, suml2), 0.0)
     tl.store(scale_out + offs, tl.where(zero, 0.0, scale), mask=m)
     for j in range(N):
-        lj = get_col(Lt, cols, j)
-        tl.store(L_out + j * B + offs, tl.where(zero, 0, lj), mask=m)
+        tl.store(L_out + j * B + offs, 0, mask=m & zero)
 
 
 # make_q3_quants(do_rmse=true): search.make_q3_quants
@@ -284,11 +277,9 @@ def qp_kernel(
 def q3_kernel(xt, scale_out, L_out, B, N: tl.constexpr, NMAX: tl.constexpr, BLOCK: tl.constexpr):
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     m = offs < B
-    cols = tl.arange(0, N)[None, :]
     amax, mx = first_abs_max(xt, offs, m, B, N, BLOCK)
     zero = amax < 1e-15
     iscale = tl.math.div_rn(tl.full([BLOCK], -NMAX, tl.float32), mx)
-    Lt = tl.zeros([BLOCK, N], tl.int32)
     sumlx = tl.zeros([BLOCK], tl.float32)
     suml2 = tl.zeros([BLOCK], tl.float32)
     for j in range(N):
@@ -298,14 +289,14 @@ def q3_kernel(xt, scale_out, L_out, B, N: tl.constexpr, NMAX: tl.constexpr, BLOC
         lf = li.to(tl.float32)
         sumlx = sumlx + (wj * xj) * lf
         suml2 = suml2 + (wj * lf) * lf
-        Lt = tl.where(cols == j, li[:, None], Lt)
-    Lt, sumlx, suml2 = descend(
-        xt, xt, offs, m, B, Lt, cols, sumlx, suml2, -NMAX, NMAX - 1, N, False, False
+        tl.store(L_out + j * B + offs, li, mask=m)
+    sumlx, suml2 = descend(
+        xt, xt, offs, m, B, L_out, sumlx, suml2, -NMAX, NMAX - 1, N, False, False
     )
     scale = tl.where(suml2 > 0, tl.math.div_rn(sumlx, suml2), 0.0)
     tl.store(scale_out + offs, tl.where(zero, 0.0, scale), mask=m)
     for j in range(N):
-        lj = get_col(Lt, cols, j) + NMAX
+        lj = tl.load(L_out + j * B + offs, mask=m, other=0) + NMAX
         tl.store(L_out + j * B + offs, tl.where(zero, 0, lj), mask=m)
 
 

@@ -124,3 +124,18 @@ def test_weighted_error_matches_numpy(with_imatrix: bool) -> None:
     np.testing.assert_array_equal(x, keep)  # the input is not touched
     with pytest.raises(KernelError, match="bytes do not hold"):
         kernels.weighted_error(x, q[:-1], "q4_k")
+
+
+@pytest.mark.parametrize("qtype", ["q4_k", "q8_0", "iq4_nl"])
+@pytest.mark.parametrize("with_imatrix", [False, True])
+def test_quantize_measured_is_quantize_and_weighted_error(qtype: str, with_imatrix: bool) -> None:
+    """One pass gives the bytes of quantize and the sums of weighted_error on them (Q8_0's
+    quantizer ignores the imatrix; the error is still weighted by it), over several chunks."""
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((300, 1024)).astype(np.float32)
+    w = np.exp(rng.standard_normal(1024)).astype(np.float32) if with_imatrix else None
+    assert kernels.kernel_for(qtype).chunk_elems < x.size  # more than one chunk
+    q, num, den = kernels.quantize_measured(x, qtype, w)
+    np.testing.assert_array_equal(q, kernels.quantize(x, qtype, w))
+    assert (num, den) == kernels.weighted_error(x, q, qtype, w)
+    assert 0 < num < den
