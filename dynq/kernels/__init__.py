@@ -148,8 +148,21 @@ def _map_cpu_chunks(job: Callable[[int], T], starts: Sequence[int]) -> list[T]:
     with _single_threaded_ops():
         if workers <= 1:
             return [job(r0) for r0 in starts]
-        with ThreadPoolExecutor(workers) as pool:
-            return list(pool.map(job, starts))
+        return list(_pool(threads).map(job, starts))
+
+
+_pools: dict[int, ThreadPoolExecutor] = {}
+
+
+def _pool(workers: int) -> ThreadPoolExecutor:
+    """A process-wide pool of ``workers`` chunk threads, started once: a build makes hundreds
+    of calls, and starting fresh threads for each cost 0.8 s of a 7 s build (SmolLM2, 2 cores).
+    Calls from several threads at once share it (their chunks queue)."""
+    with _threads_lock:
+        pool = _pools.get(workers)
+        if pool is None:
+            pool = _pools[workers] = ThreadPoolExecutor(workers, thread_name_prefix="dynq-chunk")
+        return pool
 
 
 def _rows_on(x: torch.Tensor, dev: torch.device) -> torch.Tensor:
@@ -214,13 +227,17 @@ def _error_sums(
     xc: torch.Tensor, q: torch.Tensor, kernel: type[Kernel], w: torch.Tensor | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(sum w·(x − dequantize(q))², sum w·x²)`` in float64 for float32 rows ``xc`` and their
-    quantized rows ``q`` (uint8, rows × row bytes) on the same device; ``w`` ``[1, n]`` or None."""
-    d2 = (xc - kernel.dequantize_rows(q, xc.shape[1])).square_()
-    x2 = xc.square()
+    quantized rows ``q`` (uint8, rows × row bytes) on the same device; ``w`` ``[1, n]`` or None.
+    The squares are summed per column in float32 first (one rounding per row), then weighted
+    and summed in float64: half the time of a float64 sum over every element."""
+    d = xc - kernel.dequantize_rows(q, xc.shape[1])
+    d2 = d.mul_(d).sum(dim=0).double()
+    x2 = (xc * xc).sum(dim=0).double()
     if w is not None:
-        d2.mul_(w)
-        x2.mul_(w)
-    return d2.sum(dtype=torch.float64), x2.sum(dtype=torch.float64)
+        wd = w.view(-1).double()
+        d2.mul_(wd)
+        x2.mul_(wd)
+    return d2.sum(), x2.sum()
 
 
 def _total(

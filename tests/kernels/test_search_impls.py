@@ -180,3 +180,22 @@ def test_sqrtf(torch_path) -> None:  # type: ignore[no-untyped-def]
     with torch_path:
         want = base.sqrtf(v)
     assert _same(got, want)
+
+
+@pytest.mark.parametrize("qtype", ["q8_0", "q4_0", "q5_0", "q4_1", "q5_1"])
+def test_legacy_single_pass(torch_path, qtype: str) -> None:  # type: ignore[no-untyped-def]
+    """The legacy types' quantizers without an imatrix (numba's single-pass loops)."""
+    x = _groups(32, 10)
+    extra = torch.zeros(6, 32)
+    extra[0, :] = 1e-45  # the smallest subnormal: d underflows to 0
+    extra[1, :3] = torch.tensor([-3.0, 3.0, 1.5])  # first of largest magnitude; .5 ties
+    extra[2] = torch.linspace(-1, 1, 32) * 3.4e38  # max - min overflows to inf
+    extra[3, :] = 2e-38  # 1/d overflows to inf: x*id is inf, its int is INT32_MIN
+    extra[4] = torch.arange(32) - 15.5  # halves everywhere
+    extra[5, 0] = 127.5
+    x = torch.cat([x, extra])
+    kern = kernels.kernel_for(qtype)
+    got = kern.quantize_blocks(x, None)
+    with torch_path:
+        want = kern.quantize_blocks(x, None)
+    assert _same(got, want)
