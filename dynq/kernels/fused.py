@@ -26,12 +26,19 @@ from __future__ import annotations
 
 import functools
 import os
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
+if TYPE_CHECKING:
+    from dynq.kernels.iq_grids import Lattice
+
 __all__ = [
     "available",
+    "iq1_best_neighbours",
+    "iq1_m_search",
+    "iq1_s_search",
     "make_q3_quants",
     "make_qkx_quants",
     "make_qp_quants",
@@ -80,6 +87,8 @@ def used_for(t: Tensor) -> bool:
 @functools.cache
 def _kernels():  # type: ignore[no-untyped-def]
     """The ``triton.jit`` kernels, by name (Triton is imported only here)."""
+    from dynq.kernels import triton_iq1 as k1
+    from dynq.kernels import triton_iq_grid as kg
     from dynq.kernels import triton_kernels as k
 
     return {
@@ -88,6 +97,10 @@ def _kernels():  # type: ignore[no-untyped-def]
         "qp": k.qp_kernel,
         "q3": k.q3_kernel,
         "seq_sum": k.seq_sum_kernel,
+        "iq1_s": k1.iq1_s_kernel,
+        "iq1_m": k1.iq1_m_kernel,
+        "iq1_neighbours": k1.iq1_neighbour_kernel,
+        "iq_grid": kg.iq_grid_kernel,
     }
 
 
@@ -173,3 +186,187 @@ def seq_sum(t: Tensor, first: bool) -> Tensor:
     if m:
         _launch("seq_sum", m, tc, out, m, N=n, FIRST=first)
     return out.view(rest)
+
+
+# ----------------------------------------------------------------------------------------------
+# IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S: the grid search (dynq.kernels.triton_iq_grid)
+
+#: blocks per program of the grid search (one warp): a lane's neighbour loop runs as long as the
+#: longest neighbour list among the program's lanes, so a program of one warp wastes no more
+#: than the warp's own divergence would
+_IQ_BLOCK = 32
+#: neighbours each lane scores at once (a ``[BLOCK, NBC]`` tile per step of the list)
+_IQ_NBC = 1
+
+#: the pass after the trials, by the name :func:`iq_grid_search` takes (the kernel's REDO)
+_IQ_REDO = {None: 0, "all": 1, "off": 2, "off_all": 3}
+
+_iq_tabs: dict[tuple[str, str], dict[str, Tensor]] = {}
+
+
+def _iq_tables(lat: Lattice, device: torch.device) -> dict[str, Tensor]:
+    """A lattice's tables as the kernel reads them (int32; cached per device): ``map``,
+    ``nb_start``, ``nb_count`` as :class:`~dynq.kernels.iq_grids.Lattice` has them; ``gridu``
+    each grid point's packed levels ``Σ l_i << bits*i``; ``nb_ent`` each neighbour-list entry
+    ``j`` as ``j | gridu[j] << 10``."""
+    key = (lat.name, str(device))
+    t = _iq_tabs.get(key)
+    if t is None:
+        tab = lat.on(device)
+        shifts = lat.bits * torch.arange(lat.group, device=device, dtype=torch.int64)
+        gridu = (tab["levels"] << shifts).sum(dim=1)
+        nb = tab["nb_list"]
+        t = {
+            "map": tab["map"].to(I32).contiguous(),
+            "gridu": gridu.to(I32).contiguous(),
+            "nb_start": tab["nb_start32"].contiguous(),
+            "nb_count": tab["nb_count32"].contiguous(),
+            "nb_ent": (nb | (gridu[nb] << 10)).to(I32).contiguous(),
+        }
+        _iq_tabs[key] = t
+    return t
+
+
+def iq_grid_search(
+    lat: Lattice,
+    xval: Tensor,
+    weight: Tensor,
+    waux: Tensor,
+    ids: Tensor,
+    kmaxq: int,
+    scale0: Tensor,
+    L0: Tensor,
+    ongrid0: bool,
+    redo: str | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`dynq.kernels.iq_lowbit._search` in one kernel (same arguments, same results:
+    ``(scale [B], L [B, n] int64, on-grid [B, G] bool)``), followed, unless ``redo`` is None,
+    by :func:`dynq.kernels.iq_lowbit._requantize` for the blocks with ``scale > 0``: ``"all"``
+    every block, every group (IQ2_XXS); ``"off"`` the blocks with a group off the lattice,
+    those groups (IQ2_XS, IQ2_S, IQ3_XXS); ``"off_all"`` those blocks, every group (IQ3_S).
+    The on-grid flags returned are the search's (before that pass)."""
+    b, n = xval.shape
+    g = lat.group
+    ng = n // g
+    dev = xval.device
+    scale = torch.empty(b, dtype=F32, device=dev)
+    L = torch.empty((n, b), dtype=I32, device=dev)
+    off = torch.empty(b, dtype=I32, device=dev)
+    if b:
+        tab = _iq_tables(lat, dev)
+        kernel = _kernels()["iq_grid"]
+        grid = (-(-b // _IQ_BLOCK),)
+        args = (
+            _t(xval), _t(weight), _t(waux), _t(ids), scale0.to(F32).contiguous(),
+            L0.t().to(I32).contiguous(), tab["map"], tab["gridu"], tab["nb_start"],
+            tab["nb_count"], tab["nb_ent"], scale, L, off, b,
+        )  # fmt: skip
+        meta = {
+            "T": ids.shape[1],
+            "N": n,
+            "G": g,
+            "KMAXQ": kmaxq,
+            "BITS": lat.bits,
+            "ONGRID0": ongrid0,
+            "REDO": _IQ_REDO[redo],
+            "NBC": _IQ_NBC,
+            "BLOCK": _IQ_BLOCK,
+            "num_warps": max(1, _IQ_BLOCK // 32),
+        }
+        if dev.type == "cuda":
+            with torch.cuda.device(dev):
+                kernel[grid](*args, **meta, **_OPTS)
+        else:  # Triton's interpreter
+            kernel[grid](*args, **meta, **_OPTS)
+    bits = torch.arange(ng, device=dev, dtype=I32)
+    ongrid = ((off.view(b, 1) >> bits) & 1) == 0
+    return scale, L.t().to(torch.int64).contiguous(), ongrid
+
+
+# ----------------------------------------------------------------------------------------------
+# IQ1_S, IQ1_M: the split searches and the neighbour search (dynq.kernels.triton_iq1)
+
+#: blocks per program under Triton's interpreter, which pays per operation, not per lane (on a
+#: GPU: _BLOCK, one block per thread)
+_IQ1_INTERPRETED_BLOCK = 2048
+
+
+def _launch_iq1(name: str, b: int, *args: object, **meta: object) -> None:
+    kernel = _kernels()[name]
+    dev = next(a.device for a in args if isinstance(a, Tensor))
+    block = _BLOCK if dev.type == "cuda" else _IQ1_INTERPRETED_BLOCK
+    grid = (max(1, -(-b // block)),)
+    if dev.type == "cuda":
+        with torch.cuda.device(dev):
+            kernel[grid](*args, BLOCK=block, **meta, **_OPTS)
+    else:  # Triton's interpreter
+        kernel[grid](*args, BLOCK=block, **meta, **_OPTS)
+
+
+def iq1_s_search(wxs: Tensor, ws: Tensor) -> tuple[Tensor, Tensor]:
+    """IQ1_S's split search (:class:`dynq.kernels.iq_lowbit.IQ1_S`: its prefix sums of the
+    sorted ``w*x`` and ``w`` ``[B, 32]``, candidates and ``record_scan``) in one kernel.
+
+    Returns ``(pick [B] int64, -1 where no candidate was taken; sc [B]: sumqx/sumq2 of the
+    candidate picked, of candidate 0 where none was)``."""
+    b, n = wxs.shape
+    pick = torch.empty(b, dtype=I32, device=wxs.device)
+    sc = torch.empty(b, dtype=F32, device=wxs.device)
+    if b:
+        px = torch.empty((n + 1, b), dtype=F32, device=wxs.device)
+        pw = torch.empty_like(px)
+        _launch_iq1("iq1_s", b, _t(wxs), _t(ws), px, pw, pick, sc, b, N=n)
+    return pick.to(torch.int64), sc
+
+
+def iq1_m_search(wxs: Tensor, ws: Tensor, order: Tensor) -> tuple[Tensor, Tensor]:
+    """IQ1_M's split search (:class:`dynq.kernels.iq_lowbit.IQ1_M`: its prefix sums per half
+    of the sorted ``w*x`` and ``w`` ``[B, 16]``, the halves told apart by the sort's ``order``,
+    candidates and ``record_scan``) in one kernel. Returns what :func:`iq1_s_search` does."""
+    b, n = wxs.shape
+    pick = torch.empty(b, dtype=I32, device=wxs.device)
+    sc = torch.empty(b, dtype=F32, device=wxs.device)
+    if b:
+        px = torch.empty((2, n + 1, b), dtype=F32, device=wxs.device)
+        pw = torch.empty_like(px)
+        ordt = order.t().to(I32).contiguous()
+        _launch_iq1("iq1_m", b, _t(wxs), _t(ws), ordt, px, pw, pick, sc, b, N=n)
+    return pick.to(torch.int64), sc
+
+
+@functools.cache
+def _lvpack(device: str) -> Tensor:
+    """IQ1's grid points' levels packed 2 bits each (``sum levels[j][i] << 2i``), int32."""
+    from dynq.kernels.iq_grids import lattice
+
+    lv = lattice("iq1_s").on(torch.device(device))["levels"]
+    sh = 2 * torch.arange(lv.shape[1], device=lv.device, dtype=lv.dtype)
+    return (lv << sh).sum(dim=1).to(I32).contiguous()
+
+
+def iq1_best_neighbours(
+    tab: dict[str, Tensor], u: Tensor, xv: Tensor, wv: Tensor, scale: Tensor, xx: Tensor
+) -> Tensor:
+    """:func:`dynq.kernels.iq_lowbit.best_neighbours` for IQ1 (``iq1_find_best_neighbour2``,
+    the levels' values ``xx`` ``[M, 3]``) in one kernel: one thread per group, its terms
+    ``w*(scale*q - x)^2`` tabulated once, each neighbour's ``d2`` summed left to right from
+    them. Returns the grid indices ``[M]`` (int64).
+
+    A program loops as long as its longest neighbour list (21 to 205, 73 on average), so the
+    groups go to the kernel ordered by their lists' lengths."""
+    m, g = xv.shape
+    gi = torch.empty(m, dtype=torch.int64, device=xv.device)
+    if m:
+        nlev = xx.shape[1]
+        u = u.to(I32)
+        perm = torch.argsort(tab["nb_count32"].index_select(0, u))
+        got = torch.empty(m, dtype=I32, device=xv.device)
+        tt = torch.empty((g * nlev, m), dtype=F32, device=xv.device)
+        _launch_iq1(
+            "iq1_neighbours", m, u.index_select(0, perm).contiguous(), _t(xv.index_select(0, perm)),
+            _t(wv.index_select(0, perm)), scale.to(F32).index_select(0, perm).contiguous(),
+            _t(xx.index_select(0, perm)), tab["nb_count32"], tab["nb_start32"], tab["nb_list32"],
+            _lvpack(str(xv.device)), tt, got, m, G=g, NLEV=nlev,
+        )  # fmt: skip
+        gi[perm] = got.to(torch.int64)
+    return gi

@@ -31,6 +31,7 @@ import torch
 from torch import Tensor
 
 from dynq.errors import KernelError
+from dynq.kernels import fused
 from dynq.kernels.base import (
     F32,
     I32,
@@ -365,7 +366,13 @@ def _search(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """The trial loop of the IQ2/IQ3 quantizers over blocks ``xval`` ``[B, n]``, trial inverse
     scales ``ids`` ``[B, T]``. Returns ``(scale [B], L [B, n], on-grid [B, G])``: the last
-    trial taken, or ``(scale0, L0, ongrid0)`` where none was."""
+    trial taken, or ``(scale0, L0, ongrid0)`` where none was.
+
+    On a GPU (:func:`dynq.kernels.fused.used_for`) this is one Triton kernel
+    (:func:`dynq.kernels.fused.iq_grid_search`), with the same results.
+    """
+    if fused.used_for(xval):
+        return fused.iq_grid_search(lat, xval, weight, waux, ids, kmaxq, scale0, L0, ongrid0)
     b, n = xval.shape
     t = ids.shape[1]
     this_scale = 1 / ids
@@ -417,6 +424,38 @@ def _requantize(
     scale[rows] = ss
     L[rows] = L2
     return scale, L
+
+
+def _search_requantize(
+    lat: Lattice,
+    xval: Tensor,
+    weight: Tensor,
+    waux: Tensor,
+    ids: Tensor,
+    kmaxq: int,
+    scale0: Tensor,
+    L0: Tensor,
+    ongrid0: bool,
+    redo: str,
+) -> tuple[Tensor, Tensor]:
+    """:func:`_search`, then :func:`_requantize` for the blocks with ``scale > 0``: ``redo``
+    ``"all"`` every block, every group (IQ2_XXS); ``"off"`` the blocks with a group off the
+    lattice, those groups; ``"off_all"`` those blocks, every group. Returns ``(scale, L)``.
+
+    On a GPU both run in one Triton kernel (:func:`dynq.kernels.fused.iq_grid_search`).
+    """
+    if fused.used_for(xval):
+        scale, L, _ = fused.iq_grid_search(
+            lat, xval, weight, waux, ids, kmaxq, scale0, L0, ongrid0, redo=redo
+        )
+        return scale, L
+    scale, L, ongrid = _search(lat, xval, weight, waux, ids, kmaxq, scale0, L0, ongrid0)
+    if redo == "all":
+        return _requantize(lat, xval, weight, waux, scale, L, scale > 0, None, kmaxq)
+    offg = ~ongrid
+    rq = offg.any(dim=1) & (scale > 0)
+    groups = None if redo == "off_all" else offg
+    return _requantize(lat, xval, weight, waux, scale, L, rq, groups, kmaxq)
 
 
 def _grid_index(lat: Lattice, L: Tensor) -> Tensor:
@@ -491,11 +530,13 @@ def _sign_mult(bits: Tensor) -> Tensor:
 
 
 class _LowBit(BlockKernel):
-    """Shared by the seven kernels: chunking. The searches' intermediates are ~100x the input,
-    so on the CPU a chunk is worked in slices of ``cpu_slice`` super-blocks, which stay in
-    cache; on a GPU the whole chunk (``chunk_elems`` times dynq's CUDA factor) goes at once."""
+    """Shared by the seven kernels: chunking. The torch searches' intermediates are ~100x the
+    input, so on the CPU a chunk is worked in slices of ``cpu_slice`` super-blocks, which stay
+    in cache; on a GPU the whole chunk (``chunk_elems`` times dynq's CUDA factor: 16 M values)
+    goes at once, through the fused searches, whose memory is a few times the input's. (Where
+    the torch searches run on a GPU, ``quantize`` halves a chunk that does not fit.)"""
 
-    chunk_elems = 1 << 15
+    chunk_elems = 1 << 16
     cpu_slice: ClassVar[int] = 16
 
     @classmethod
@@ -550,13 +591,10 @@ class _GridKernel(_LowBit):
         scale0 = divc(mx, q)
         ids = _trial_ids(q, cls.step, -cls.ntry, cls.ntry, mx)
         L0 = torch.zeros(xval.shape, dtype=I64, device=xval.device)
-        scale, L, ongrid = _search(
-            lat, xval, weight, waux, ids, cls.kmaxq, scale0, L0, ongrid0=cls.ongrid0
+        redo = "off_all" if cls.redo_all else "off"
+        scale, L = _search_requantize(
+            lat, xval, weight, waux, ids, cls.kmaxq, scale0, L0, cls.ongrid0, redo
         )
-        offg = ~ongrid
-        redo = offg.any(dim=1) & (scale > 0)
-        groups = None if cls.redo_all else offg
-        scale, L = _requantize(lat, xval, weight, waux, scale, L, redo, groups, cls.kmaxq)
         return scale, L, None
 
     @classmethod
@@ -619,10 +657,9 @@ class IQ2_XXS(_GridKernel, qtype="iq2_xxs"):
         eff_max = scale0 * cls.kmaxq
         bad = eff_max <= 0
         ids = _trial_ids(2 * cls.kmaxq - 1, 0.1, -6, 6, eff_max)
-        scale, L, _ = _search(
-            lat, xval, weight, waux, ids, cls.kmaxq, scale0, Lqp.to(I64), ongrid0=True
+        scale, L = _search_requantize(
+            lat, xval, weight, waux, ids, cls.kmaxq, scale0, Lqp.to(I64), True, "all"
         )
-        scale, L = _requantize(lat, xval, weight, waux, scale, L, scale > 0, None, cls.kmaxq)
         return scale, L, bad
 
     @classmethod
@@ -930,7 +967,9 @@ def _iq1_grid(
         xv = xb.view(b, ng, 8)[ri, ki]
         wv = weight.view(b, ng, 8)[ri, ki]
         gi = gi.clone()
-        gi[ri, ki] = best_neighbours(tab, u[ri, ki], xv, wv, scale[ri], xx[ri, ki])
+        # on a GPU, the same search as one Triton kernel
+        find = fused.iq1_best_neighbours if fused.used_for(xb) else best_neighbours
+        gi[ri, ki] = find(tab, u[ri, ki], xv, wv, scale[ri], xx[ri, ki])
     return gi, off.any(dim=1)
 
 
@@ -947,6 +986,72 @@ def _iq1_refit(
     sumqx, sumq2 = _seq_dot(wq, xb), _seq_dot(wq, q)
     ok = redo & (sumqx > 0) & (sumq2 > 0)
     return torch.where(ok, sumqx / sumq2, scale)
+
+
+def _iq1_s_search(
+    wxs: Tensor, ws: Tensor, xp: Tensor, xm: Tensor, i1: Tensor, i2: Tensor
+) -> tuple[Tensor, Tensor]:
+    """IQ1_S's split search: for every pair ``(i1, i2)`` (:func:`_pairs`), then ``x_p``,
+    ``x_m``: ``sumqx = sum_l sumx_l*v[l]``, ``sumq2 = sum_l sumw_l*v[l]*v[l]`` from the prefix
+    sums of the sorted ``w*x`` and ``w`` ``[B, 32]``; the first strictly better ``sumqx^2/sumq2``
+    wins (:func:`record_scan`). Returns ``(pick [B], -1 where none; sc = sumqx/sumq2 [B] at
+    the pick, at candidate 0 where none)``. :func:`dynq.kernels.fused.iq1_s_search` is the
+    same as one Triton kernel."""
+    b, n = wxs.shape
+    sumx, sumw = _prefix(wxs), _prefix(ws)  # [33, B]
+    sx1, sx2, sxn, sx0 = sumx[i1].t(), sumx[i2].t(), sumx[n].view(-1, 1), sumx[0].view(-1, 1)
+    sw1, sw2, swn, sw0 = sumw[i1].t(), sumw[i2].t(), sumw[n].view(-1, 1), sumw[0].view(-1, 1)
+    qx, q2 = [], []
+    for v in (xp, xm):
+        qx.append((sx1 - sx0) * v[0] + (sx2 - sx1) * v[1] + (sxn - sx2) * v[2])
+        q2.append((sw1 - sw0) * v[0] * v[0] + (sw2 - sw1) * v[1] * v[1] + (swn - sw2) * v[2] * v[2])
+    sumqx = torch.stack(qx, dim=2).view(b, -1)  # candidates: (i1, i2), then +/- shift
+    sumq2 = torch.stack(q2, dim=2).view(b, -1)
+    sc = sumqx / sumq2
+    best0 = torch.full((b,), -FLT_MAX, dtype=F32, device=wxs.device)
+    pick, _ = record_scan(sumqx * sumqx, sumq2, sc * sumqx, best0)
+    scale = torch.gather(sc, 1, pick.clamp(min=0).unsqueeze(1)).squeeze(1)
+    return pick, scale
+
+
+def _iq1_m_search(
+    wxs: Tensor, ws: Tensor, order: Tensor, xp: Tensor, xm: Tensor, i1: Tensor, i2: Tensor
+) -> tuple[Tensor, Tensor]:
+    """IQ1_M's split search: as :func:`_iq1_s_search` on blocks ``[B, 16]`` whose two halves
+    (told apart by the sort's ``order``) take ``x_p`` or ``x_m`` each: prefix sums per half,
+    candidates ``(i1, i2)`` then ``(p, p), (p, m), (m, p), (m, m)``.
+    :func:`dynq.kernels.fused.iq1_m_search` is the same as one Triton kernel."""
+    b, n = wxs.shape
+    # prefix sums per half of the block
+    half = (order >= n // 2).to(F32)  # [B, n]: the sorted element is in the second half
+    zero = torch.zeros_like(wxs)
+    px = [_prefix(torch.where(half == h, wxs, zero)) for h in (0, 1)]  # [17, B]
+    pw = [_prefix(torch.where(half == h, ws, zero)) for h in (0, 1)]
+    p2, m2 = xp[2], xm[2]
+    cp1 = xp[0] * xp[0] - xp[1] * xp[1]
+    cp2 = xp[1] * xp[1] - xp[2] * xp[2]
+    cm1 = xm[0] * xm[0] - xm[1] * xm[1]
+    cm2 = xm[1] * xm[1] - xm[2] * xm[2]
+    qx_p, qx_m, q2_p, q2_m = [], [], [], []
+    for h in (0, 1):
+        txs, tws = px[h][n].view(-1, 1), pw[h][n].view(-1, 1)
+        sx = px[h][i1].t() + px[h][i2].t()  # [B, P]
+        w1, w2 = pw[h][i1].t(), pw[h][i2].t()
+        qx_p.append(txs * p2 - sx)
+        qx_m.append(txs * m2 - sx)
+        q2_p.append(tws * p2 * p2 + w1 * cp1 + w2 * cp2)
+        q2_m.append(tws * m2 * m2 + w1 * cm1 + w2 * cm2)
+    sumqx = torch.stack(
+        [qx_p[0] + qx_p[1], qx_p[0] + qx_m[1], qx_m[0] + qx_p[1], qx_m[0] + qx_m[1]], dim=2
+    ).view(b, -1)
+    sumq2 = torch.stack(
+        [q2_p[0] + q2_p[1], q2_p[0] + q2_m[1], q2_m[0] + q2_p[1], q2_m[0] + q2_m[1]], dim=2
+    ).view(b, -1)
+    sc = sumqx / sumq2
+    best0 = torch.full((b,), -FLT_MAX, dtype=F32, device=wxs.device)
+    pick, _ = record_scan(sumqx * sumqx, sumq2, sc * sumqx, best0)
+    scale = torch.gather(sc, 1, pick.clamp(min=0).unsqueeze(1)).squeeze(1)
+    return pick, scale
 
 
 class IQ1_S(_LowBit, qtype="iq1_s"):
@@ -967,25 +1072,14 @@ class IQ1_S(_LowBit, qtype="iq1_s"):
         mx = xb.abs().max(dim=1).values
         skip = mx < f32(GROUP_MAX_EPS_IQ1_S, x)
         order, wxs, ws = _sorted_split(xb, wb)
-        sumx, sumw = _prefix(wxs), _prefix(ws)  # [33, B]
         xp, xm = _xpm(x)
         i1, i2 = _pairs(n, dev)
-        sx1, sx2, sxn, sx0 = sumx[i1].t(), sumx[i2].t(), sumx[n].view(-1, 1), sumx[0].view(-1, 1)
-        sw1, sw2, swn, sw0 = sumw[i1].t(), sumw[i2].t(), sumw[n].view(-1, 1), sumw[0].view(-1, 1)
-        qx, q2 = [], []
-        for v in (xp, xm):
-            qx.append((sx1 - sx0) * v[0] + (sx2 - sx1) * v[1] + (sxn - sx2) * v[2])
-            q2.append(
-                (sw1 - sw0) * v[0] * v[0] + (sw2 - sw1) * v[1] * v[1] + (swn - sw2) * v[2] * v[2]
-            )
-        sumqx = torch.stack(qx, dim=2).view(b, -1)  # candidates: (i1, i2), then +/- shift
-        sumq2 = torch.stack(q2, dim=2).view(b, -1)
-        sc = sumqx / sumq2
-        best0 = torch.full((b,), -FLT_MAX, dtype=F32, device=dev)
-        pick, _ = record_scan(sumqx * sumqx, sumq2, sc * sumqx, best0)
+        if fused.used_for(x):  # the same search as one Triton kernel
+            pick, scale = fused.iq1_s_search(wxs, ws)
+        else:
+            pick, scale = _iq1_s_search(wxs, ws, xp, xm, i1, i2)
         skip = skip | (pick < 0)
         pk = pick.clamp(min=0)
-        scale = torch.gather(sc, 1, pk.unsqueeze(1)).squeeze(1)
         shift = torch.where(pk % 2 == 0, 1, -1)
         L = _split_levels(order, i1[pk // 2], i2[pk // 2])
         neg = scale < 0
@@ -1047,43 +1141,17 @@ class IQ1_M(_LowBit, qtype="iq1_m"):
             weight = _imatrix_weights(x, w, _sigma2(x, two=True))
         xb = x.reshape(s * nb, n)
         wb = weight.reshape(s * nb, n)
-        b = xb.shape[0]
         mx = xb.abs().max(dim=1).values
         skip = mx < f32(GROUP_MAX_EPS_IQ1_M, x)
         order, wxs, ws = _sorted_split(xb, wb)
-        # prefix sums per half of the block
-        half = (order >= n // 2).to(F32)  # [B, n]: the sorted element is in the second half
-        zero = torch.zeros_like(wxs)
-        px = [_prefix(torch.where(half == h, wxs, zero)) for h in (0, 1)]  # [17, B]
-        pw = [_prefix(torch.where(half == h, ws, zero)) for h in (0, 1)]
         xp, xm = _xpm(x)
-        p2, m2 = xp[2], xm[2]
-        cp1 = xp[0] * xp[0] - xp[1] * xp[1]
-        cp2 = xp[1] * xp[1] - xp[2] * xp[2]
-        cm1 = xm[0] * xm[0] - xm[1] * xm[1]
-        cm2 = xm[1] * xm[1] - xm[2] * xm[2]
         i1, i2 = _pairs(n, dev)
-        qx_p, qx_m, q2_p, q2_m = [], [], [], []
-        for h in (0, 1):
-            txs, tws = px[h][n].view(-1, 1), pw[h][n].view(-1, 1)
-            sx = px[h][i1].t() + px[h][i2].t()  # [B, P]
-            w1, w2 = pw[h][i1].t(), pw[h][i2].t()
-            qx_p.append(txs * p2 - sx)
-            qx_m.append(txs * m2 - sx)
-            q2_p.append(tws * p2 * p2 + w1 * cp1 + w2 * cp2)
-            q2_m.append(tws * m2 * m2 + w1 * cm1 + w2 * cm2)
-        sumqx = torch.stack(
-            [qx_p[0] + qx_p[1], qx_p[0] + qx_m[1], qx_m[0] + qx_p[1], qx_m[0] + qx_m[1]], dim=2
-        ).view(b, -1)
-        sumq2 = torch.stack(
-            [q2_p[0] + q2_p[1], q2_p[0] + q2_m[1], q2_m[0] + q2_p[1], q2_m[0] + q2_m[1]], dim=2
-        ).view(b, -1)
-        sc = sumqx / sumq2
-        best0 = torch.full((b,), -FLT_MAX, dtype=F32, device=dev)
-        pick, _ = record_scan(sumqx * sumqx, sumq2, sc * sumqx, best0)
+        if fused.used_for(x):  # the same search as one Triton kernel
+            pick, scale = fused.iq1_m_search(wxs, ws, order)
+        else:
+            pick, scale = _iq1_m_search(wxs, ws, order, xp, xm, i1, i2)
         skip = skip | (pick < 0)
         pk = pick.clamp(min=0)
-        scale = torch.gather(sc, 1, pk.unsqueeze(1)).squeeze(1)
         best_k = pk % 4
         L = _split_levels(order, i1[pk // 4], i2[pk // 4])
         neg = scale < 0
