@@ -128,9 +128,22 @@ def _single_threaded_ops() -> Iterator[None]:
                 torch.set_num_threads(_threads_saved)
 
 
-def _chunk_rows(kernel: type[Kernel], n: int, dev: torch.device) -> int:
+def _chunk_rows(kernel: type[Kernel], n: int, dev: torch.device, rows: int) -> int:
+    """Rows per chunk: the kernel's chunk size on the CPU (its CUDA multiple on a GPU). On the
+    CPU a tensor smaller than that many chunks is split between the chunk threads anyway:
+    in a small model most tensors fit one chunk, which left the second core idle."""
     elems = kernel.chunk_elems * (_CUDA_CHUNK_FACTOR if dev.type == "cuda" else 1)
-    return max(1, elems // max(n, 1))
+    step = max(1, elems // max(n, 1))
+    if dev.type == "cpu":
+        step = min(step, max(1, -(-rows // _cpu_threads())))
+    return step
+
+
+def _cpu_threads() -> int:
+    """How many chunk threads run at once: torch's thread setting (as it was outside dynq's
+    own single-threaded sections)."""
+    with _threads_lock:
+        return _threads_saved if _threads_users else torch.get_num_threads()
 
 
 def _map_cpu_chunks(job: Callable[[int], T], starts: Sequence[int]) -> list[T]:
@@ -142,8 +155,7 @@ def _map_cpu_chunks(job: Callable[[int], T], starts: Sequence[int]) -> list[T]:
     taking up to 3.8 s; a dequantization 45 times slower). Chunks run in parallel Python threads
     instead (torch releases the GIL inside ops), as many as torch's thread setting.
     """
-    with _threads_lock:
-        threads = _threads_saved if _threads_users else torch.get_num_threads()
+    threads = _cpu_threads()
     workers = min(threads, len(starts))
     with _single_threaded_ops():
         if workers <= 1:
@@ -287,7 +299,7 @@ def _quantize(
     out = np.empty(rows * row_bytes, dtype=np.uint8)
     if rows == 0 or n == 0:
         return out, 0.0, 0.0
-    step = _chunk_rows(kernel, n, dev)
+    step = _chunk_rows(kernel, n, dev, rows)
 
     def job(r0: int, step: int = step) -> tuple[torch.Tensor, torch.Tensor] | None:
         r1 = min(rows, r0 + step)
@@ -358,7 +370,7 @@ def dequantize(
         )
     out = np.empty((rows, n), dtype=np.float32)
     if rows and n:
-        step = _chunk_rows(kernel, n, torch.device("cpu"))
+        step = _chunk_rows(kernel, n, torch.device("cpu"), rows)
         raw2 = raw.reshape(rows, row_bytes)
 
         def job(r0: int) -> None:
@@ -397,7 +409,7 @@ def weighted_error(
     w = None
     if imatrix is not None:
         w = _as_tensor(imatrix, "imatrix").to(device=dev, dtype=torch.float32).view(1, n)
-    step = _chunk_rows(kernel, n, dev)
+    step = _chunk_rows(kernel, n, dev, rows)
 
     def job(r0: int) -> tuple[torch.Tensor, torch.Tensor]:
         xc = _rows_on(xt[r0 : r0 + step], dev)
