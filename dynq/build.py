@@ -29,7 +29,7 @@ from dynq import __version__, kernels, qtypes, stock
 from dynq.calibration import recipe_imatrix
 from dynq.errors import DynqError, SourceError
 from dynq.fsutil import atomic_path, atomic_write_text
-from dynq.gguf_io import GGUFFile, TensorEntry, inventory_of, read_gguf
+from dynq.gguf_io import GGUFFile, GGUFWriter, TensorEntry, inventory_of, read_gguf
 from dynq.imatrix_file import Imatrix, load_imatrix
 from dynq.outputs import output_path, report_path
 from dynq.plan import Plan, PlannedTensor, Resolver
@@ -453,7 +453,7 @@ class Builder:
         if self.imatrix is not None:
             new[KEY_IMATRIX_ENTRIES] = len(self.imatrix)
             new[KEY_IMATRIX_CHUNKS] = self.imatrix.chunk_count
-        w = gguf.GGUFWriter(tmp, plan.arch)
+        w = GGUFWriter(tmp, plan.arch)
         _write_metadata(w, reader, new)
         for t in plan.tensors:
             w.add_tensor_info(

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from dynq.errors import InventoryError
-from dynq.gguf_io import read_gguf
+from dynq.gguf_io import GGUFWriter, read_gguf
 
 
 def _write(path: Path, tokens: list[str | bytes]) -> np.ndarray:
@@ -135,3 +135,49 @@ def test_errors_name_the_file(tmp_path, content, message):
 def test_missing_file(tmp_path):
     with pytest.raises(InventoryError, match=r"missing\.gguf: file not found"):
         read_gguf(tmp_path / "missing.gguf")
+
+
+def _kv_file(cls: type[gguf.GGUFWriter], path: Path, fields: list[tuple]) -> bytes:
+    w = cls(str(path), "llama")
+    for key, val, vtype, sub in fields:
+        w.add_key_value(key, val, vtype, sub_type=sub)
+    w.add_tensor("output_norm.weight", np.arange(32, dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path.read_bytes()
+
+
+def test_writer_packs_the_same_bytes_as_gguf(tmp_path: Path):
+    V = gguf.GGUFValueType
+    fields = [
+        ("general.name", "naïve 模型", V.STRING, None),
+        ("tokenizer.ggml.tokens", ["a", "ü", "", "<|im_start|>", "🙂"], V.ARRAY, V.STRING),
+        ("tokenizer.ggml.scores", [0.5, -1.0, 1e-40, 3.4e38], V.ARRAY, V.FLOAT32),
+        ("tokenizer.ggml.token_type", [1, 2, 3, -4], V.ARRAY, V.INT32),
+        ("x.u8", [0, 255], V.ARRAY, V.UINT8),
+        ("x.u64", [2**64 - 1, 0], V.ARRAY, V.UINT64),
+        ("x.f64", [0.1, -2.5], V.ARRAY, V.FLOAT64),
+        ("x.bools", [True, False, True], V.ARRAY, V.BOOL),
+        ("x.count", 7, V.UINT32, None),
+    ]
+    ours = _kv_file(GGUFWriter, tmp_path / "a.gguf", fields)
+    theirs = _kv_file(gguf.GGUFWriter, tmp_path / "b.gguf", fields)
+    assert ours == theirs
+
+
+def test_writer_keeps_non_utf8_metadata(tmp_path: Path):
+    """Bytes that are not UTF-8 (read as lone surrogates) are written back as they were."""
+    src = tmp_path / "src.gguf"
+    _write(src, ["a", b"\xff\xfe", "c"])
+    f = read_gguf(src)
+    V = gguf.GGUFValueType
+    fields = [(k, kv.value, kv.type, kv.sub_type) for k, kv in f.fields.items()
+              if not k.startswith("GGUF.") and k != "general.architecture"]  # fmt: skip
+    _kv_file(GGUFWriter, tmp_path / "out.gguf", fields)
+    back = read_gguf(tmp_path / "out.gguf")
+    assert back.get("tokenizer.ggml.tokens") == f.get("tokenizer.ggml.tokens")
+    raw = gguf.GGUFReader(tmp_path / "out.gguf").fields["tokenizer.ggml.tokens"]
+    assert bytes(raw.parts[raw.data[1]]) == b"\xff\xfe"
+    assert V.ARRAY == back.fields["tokenizer.ggml.tokens"].type
