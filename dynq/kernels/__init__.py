@@ -28,7 +28,16 @@ from gguf.constants import GGMLQuantizationType
 
 from dynq import qtypes
 from dynq.errors import DynqError, KernelError
-from dynq.kernels import floats, iq_lowbit, iquants, kquants, legacy, special, ternary  # noqa: F401
+from dynq.kernels import (  # noqa: F401
+    compiled,
+    floats,
+    iq_lowbit,
+    iquants,
+    kquants,
+    legacy,
+    special,
+    ternary,
+)
 from dynq.kernels.base import REGISTRY, Kernel
 
 T = TypeVar("T")
@@ -240,11 +249,15 @@ def _error_sums(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(sum w·(x − dequantize(q))², sum w·x²)`` in float64 for float32 rows ``xc`` and their
     quantized rows ``q`` (uint8, rows × row bytes) on the same device; ``w`` ``[1, n]`` or None.
-    The squares are summed per column in float32 first (one rounding per row), then weighted
-    and summed in float64: half the time of a float64 sum over every element."""
-    d = xc - kernel.dequantize_rows(q, xc.shape[1])
-    d2 = d.mul_(d).sum(dim=0).double()
-    x2 = (xc * xc).sum(dim=0).double()
+    The squares are summed per column first (numba on the CPU, in float64; torch on a GPU, in
+    float32), then weighted and summed in float64."""
+    y = kernel.dequantize_rows(q, xc.shape[1])
+    if compiled.used_for(xc):  # one pass on the CPU
+        d2, x2 = compiled.error_sums(xc, y)
+    else:
+        d = xc - y
+        d2 = d.mul_(d).sum(dim=0).double()
+        x2 = (xc * xc).sum(dim=0).double()
     if w is not None:
         wd = w.view(-1).double()
         d2.mul_(wd)

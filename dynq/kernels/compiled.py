@@ -1,7 +1,8 @@
 """The k-quant scale searches of :mod:`dynq.kernels.search`, compiled for the CPU with numba.
 
 (With them the two float32 building blocks they lean on, :func:`seq_sum` and :func:`sqrtf`,
-and the legacy types' single-pass quantizers, ``quantize_row_q{8_0,4_0,5_0,4_1,5_1}_ref``.)
+the legacy types' single-pass quantizers, ``quantize_row_q{8_0,4_0,5_0,4_1,5_1}_ref``, and
+the build report's error sums.)
 In torch a search is a dozen passes over a chunk per candidate scale; here it is ggml's own loop,
 group by group, compiled to machine code (numba's ``njit``), with the group's values in cache
 and every sum in a register. The arithmetic is the C's, operation for operation (float32
@@ -25,6 +26,7 @@ from torch import Tensor
 
 __all__ = [
     "asym_ref",
+    "error_sums",
     "make_q3_quants",
     "make_qkx_quants",
     "make_qp_quants",
@@ -165,3 +167,13 @@ def asym_ref(x: Tensor, nmax: int) -> tuple[Tensor, Tensor, Tensor]:
     q = np.empty((b, n), np.int32)
     _impl().asym_ref(_np(x), nmax, nmax == 15, d, m, q)
     return torch.from_numpy(d).view(b, 1), torch.from_numpy(m).view(b, 1), torch.from_numpy(q)
+
+
+def error_sums(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """Per column of float32 ``x`` and ``y`` ``[rows, n]``: ``(sum (x − y)², sum x²)`` in
+    float64, one pass over both (:func:`dynq.kernels._error_sums`)."""
+    n = x.shape[1]
+    d2 = np.empty(n, np.float64)
+    x2 = np.empty(n, np.float64)
+    _impl().error_sums(_np(x), _np(y), d2, x2)
+    return torch.from_numpy(d2), torch.from_numpy(x2)

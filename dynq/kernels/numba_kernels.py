@@ -462,3 +462,19 @@ def asym_ref(x, nmax, clamp, d_out, m_out, q_out):
         for j in range(n):
             q = trunc_i32((x[b, j] - mn) * idd + HALF)
             q_out[b, j] = q if not clamp or q < nmax else nmax
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def error_sums(x, y, d2, x2):
+    # per column c: d2[c] = sum over rows of (x - y)^2, x2[c] = sum of x^2 (float64), in one
+    # pass over x and y (kernels._error_sums)
+    B, n = x.shape
+    for c in range(n):
+        d2[c] = 0.0
+        x2[c] = 0.0
+    for b in range(B):
+        for c in range(n):
+            xv = np.float64(x[b, c])
+            d = xv - np.float64(y[b, c])
+            d2[c] += d * d
+            x2[c] += xv * xv

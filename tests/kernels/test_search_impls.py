@@ -199,3 +199,14 @@ def test_legacy_single_pass(torch_path, qtype: str) -> None:  # type: ignore[no-
     with torch_path:
         want = kern.quantize_blocks(x, None)
     assert _same(got, want)
+
+
+def test_error_sums() -> None:
+    """The build report's per-column sums: numba's one pass against numpy in float64."""
+    g = torch.Generator().manual_seed(11)
+    x = torch.randn(37, 96, generator=g)
+    y = x + 0.01 * torch.randn(37, 96, generator=g)
+    d2, x2 = compiled.error_sums(x, y)
+    xd, yd = x.double().numpy(), y.double().numpy()
+    np.testing.assert_allclose(d2.numpy(), ((xd - yd) ** 2).sum(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(x2.numpy(), (xd**2).sum(axis=0), rtol=1e-12)
