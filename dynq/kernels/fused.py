@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import os
+import threading
 from typing import TYPE_CHECKING
 
 import torch
@@ -110,15 +111,24 @@ _BLOCK = 128
 _OPTS = {"enable_fp_fusion": False}
 
 
-def _launch(name: str, b: int, *args: object, **meta: object) -> None:
-    kernel = _kernels()[name]
-    grid = (max(1, -(-b // _BLOCK)),)
+#: Triton's interpreter patches its language module while a kernel runs, so two interpreted
+#: launches at once (``quantize``'s chunk threads) break each other: they take turns
+_interpret_lock = threading.Lock()
+
+
+def _run(kernel, grid: tuple[int], args: tuple[object, ...], meta: dict[str, object]) -> None:  # type: ignore[no-untyped-def]
+    """Launch ``kernel`` on the device of its tensor arguments."""
     dev = next(a.device for a in args if isinstance(a, Tensor))
     if dev.type == "cuda":  # Triton launches on the current device: make it the tensors'
         with torch.cuda.device(dev):
-            kernel[grid](*args, BLOCK=_BLOCK, **meta, **_OPTS)
+            kernel[grid](*args, **meta, **_OPTS)
     else:  # Triton's interpreter
-        kernel[grid](*args, BLOCK=_BLOCK, **meta, **_OPTS)
+        with _interpret_lock:
+            kernel[grid](*args, **meta, **_OPTS)
+
+
+def _launch(name: str, b: int, *args: object, **meta: object) -> None:
+    _run(_kernels()[name], (max(1, -(-b // _BLOCK)),), args, {"BLOCK": _BLOCK, **meta})
 
 
 def _t(x: Tensor) -> Tensor:
@@ -273,11 +283,7 @@ def iq_grid_search(
             "BLOCK": _IQ_BLOCK,
             "num_warps": max(1, _IQ_BLOCK // 32),
         }
-        if dev.type == "cuda":
-            with torch.cuda.device(dev):
-                kernel[grid](*args, **meta, **_OPTS)
-        else:  # Triton's interpreter
-            kernel[grid](*args, **meta, **_OPTS)
+        _run(kernel, grid, args, meta)
     bits = torch.arange(ng, device=dev, dtype=I32)
     ongrid = ((off.view(b, 1) >> bits) & 1) == 0
     return scale, L.t().to(torch.int64).contiguous(), ongrid
@@ -295,12 +301,7 @@ def _launch_iq1(name: str, b: int, *args: object, **meta: object) -> None:
     kernel = _kernels()[name]
     dev = next(a.device for a in args if isinstance(a, Tensor))
     block = _BLOCK if dev.type == "cuda" else _IQ1_INTERPRETED_BLOCK
-    grid = (max(1, -(-b // block)),)
-    if dev.type == "cuda":
-        with torch.cuda.device(dev):
-            kernel[grid](*args, BLOCK=block, **meta, **_OPTS)
-    else:  # Triton's interpreter
-        kernel[grid](*args, BLOCK=block, **meta, **_OPTS)
+    _run(kernel, (max(1, -(-b // block)),), args, {"BLOCK": block, **meta})
 
 
 def iq1_s_search(wxs: Tensor, ws: Tensor) -> tuple[Tensor, Tensor]:

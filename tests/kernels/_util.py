@@ -1,14 +1,54 @@
-"""Shared by the kernel tests: the golden data and the comparison criterion."""
+"""Shared by the kernel tests: the golden data, the comparison criterion, and the child
+processes that run the fused (Triton) kernels under Triton's CPU interpreter."""
 
 from __future__ import annotations
 
 import os
+import re
+import subprocess
+import sys
 from functools import cache
 from pathlib import Path
 
 import numpy as np
 
 from dynq import kernels, qtypes
+
+#: this process runs the fused kernels under Triton's interpreter (a child of
+#: :func:`run_interpreted`); Triton decides at import whether its functions are interpreted
+INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
+#: which part of its file a child runs (:func:`run_interpreted` with ``parts``)
+PART = int(os.environ.get("DYNQ_TEST_PART", "0"))
+
+
+def run_interpreted(file: str, parts: int = 1) -> None:
+    """Run test ``file`` again in ``parts`` child processes side by side, with
+    ``TRITON_INTERPRET=1`` (each told its part in ``DYNQ_TEST_PART``), and check that every
+    test ran and passed there, none skipped but the one calling this. The children run one
+    chunk thread each (``OMP_NUM_THREADS=1``): the interpreter runs one kernel at a time."""
+    env = {
+        **os.environ,
+        "TRITON_INTERPRET": "1",
+        "DYNQ_FUSED": "1",
+        "PYTHONWARNINGS": "ignore",
+        "OMP_NUM_THREADS": "1",
+    }
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", file]
+    procs = [
+        subprocess.Popen(
+            cmd,
+            env={**env, "DYNQ_TEST_PART": str(i)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(parts)
+    ]
+    for p in procs:
+        out, err = p.communicate()
+        assert p.returncode == 0, out[-6000:] + err[-2000:]
+        assert re.match(r"\d+ passed, 1 skipped in", out.splitlines()[-1]), out[-2000:]
+
 
 #: where the golden and property tests quantize: DYNQ_TEST_DEVICE=cuda runs them on a GPU
 DEVICE = os.environ.get("DYNQ_TEST_DEVICE", "cpu")

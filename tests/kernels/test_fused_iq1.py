@@ -21,11 +21,6 @@ golden tests through the kernels.
 
 from __future__ import annotations
 
-import os
-import re
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import torch
@@ -33,11 +28,11 @@ import torch
 from dynq import kernels
 from dynq.kernels import fused, iq_grids, iq_lowbit
 
+from ._util import INTERPRETED, run_interpreted
 from .test_iq_lowbit import compare, golden, inputs
 
 #: Triton decides at import whether its functions are interpreted, so the interpreted run is a
 #: child process started with TRITON_INTERPRET=1
-INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 under_interpreter = pytest.mark.skipif(not INTERPRETED, reason="run by test_under_interpreter")
 
 CASES = ("normal", "heavy", "uniform", "edge", "smollm2", "gemma3")
@@ -46,17 +41,7 @@ CASES = ("normal", "heavy", "uniform", "edge", "smollm2", "gemma3")
 @pytest.mark.skipif(INTERPRETED, reason="this is the child run")
 def test_under_interpreter() -> None:
     pytest.importorskip("triton")
-    env = {**os.environ, "TRITON_INTERPRET": "1", "DYNQ_FUSED": "1", "PYTHONWARNINGS": "ignore"}
-    r = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert r.returncode == 0, r.stdout[-6000:] + r.stderr[-2000:]
-    # every test ran in the child, none skipped but this one
-    assert re.match(r"\d+ passed, 1 skipped in", r.stdout.splitlines()[-1]), r.stdout[-2000:]
+    run_interpreted(__file__)
 
 
 @pytest.fixture

@@ -12,11 +12,6 @@ each input in one program.
 
 from __future__ import annotations
 
-import os
-import re
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import torch
@@ -25,40 +20,21 @@ from dynq import kernels
 from dynq.kernels import base, fused, iq_lowbit
 from dynq.kernels.iq_grids import lattice
 
+from ._util import INTERPRETED, PART, run_interpreted
 from .test_iq_lowbit import compare, golden, inputs
 
 TYPES = ("iq2_xxs", "iq2_xs", "iq2_s", "iq3_xxs", "iq3_s")
 
-INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 #: the child runs the types of its part (two children, run side by side)
 PARTS = (("iq2_xs", "iq2_s"), ("iq2_xxs", "iq3_xxs", "iq3_s"))
-PART = PARTS[int(os.environ.get("DYNQ_IQ_GRID_PART", "0"))]
+PART_TYPES = PARTS[PART]
 under_interpreter = pytest.mark.skipif(not INTERPRETED, reason="run by test_under_interpreter")
 
 
 @pytest.mark.skipif(INTERPRETED, reason="this is the child run")
 def test_under_interpreter() -> None:
     pytest.importorskip("triton")
-    procs = []
-    for part in range(len(PARTS)):
-        env = {
-            **os.environ,
-            "TRITON_INTERPRET": "1",
-            "DYNQ_FUSED": "1",
-            "PYTHONWARNINGS": "ignore",
-            "DYNQ_IQ_GRID_PART": str(part),
-        }
-        cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__]
-        procs.append(
-            subprocess.Popen(
-                cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-            )
-        )
-    for p in procs:
-        out, err = p.communicate()
-        assert p.returncode == 0, out[-6000:] + err[-2000:]
-        # every test ran in the child, none skipped but this one
-        assert re.match(r"\d+ passed, 1 skipped in", out.splitlines()[-1]), out[-2000:]
+    run_interpreted(__file__, parts=len(PARTS))
 
 
 @pytest.fixture
@@ -119,7 +95,7 @@ def _edge_rows(seed: int) -> np.ndarray:
 
 
 @under_interpreter
-@pytest.mark.parametrize("qtype", PART)
+@pytest.mark.parametrize("qtype", PART_TYPES)
 def test_fused_matches_torch_and_ggml(qtype: str, one_program: None) -> None:
     """Golden cases (with the imatrix) and assorted blocks: the kernel's bytes are the torch
     path's, and the golden rows pass the golden criterion (all identical in practice)."""
@@ -142,7 +118,7 @@ def test_fused_matches_torch_and_ggml(qtype: str, one_program: None) -> None:
 
 
 # the tests below use IQ2_S: its child runs them
-if "iq2_s" in PART:
+if "iq2_s" in PART_TYPES:
 
     @under_interpreter
     @pytest.mark.parametrize("mode", ["plain", "odd"])

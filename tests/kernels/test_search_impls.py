@@ -14,11 +14,6 @@ groups built to reach every branch (flat groups, ±0, tiny and huge values, one 
 
 from __future__ import annotations
 
-import os
-import re
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import torch
@@ -26,30 +21,17 @@ import torch
 from dynq import kernels
 from dynq.kernels import base, compiled, fused, search
 
-from ._util import compare, golden, inputs
+from ._util import INTERPRETED, compare, golden, inputs, run_interpreted
 
 FUSED_TYPES = ("q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "q4_1", "q5_1")
 
-#: Triton decides at import whether its functions (its own ``tl.zeros`` too) are interpreted,
-#: so the interpreted run is a child process started with TRITON_INTERPRET=1
-INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 under_interpreter = pytest.mark.skipif(not INTERPRETED, reason="run by test_under_interpreter")
 
 
 @pytest.mark.skipif(INTERPRETED, reason="this is the child run")
 def test_under_interpreter() -> None:
     pytest.importorskip("triton")
-    env = {**os.environ, "TRITON_INTERPRET": "1", "DYNQ_FUSED": "1", "PYTHONWARNINGS": "ignore"}
-    r = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert r.returncode == 0, r.stdout[-6000:] + r.stderr[-2000:]
-    # every test ran in the child, none skipped but this one
-    assert re.match(r"\d+ passed, 1 skipped in", r.stdout.splitlines()[-1]), r.stdout[-2000:]
+    run_interpreted(__file__)
 
 
 @pytest.fixture
