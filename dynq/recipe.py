@@ -31,7 +31,6 @@ from dynq.fsutil import atomic_write_text
 from dynq.tomlpos import key_lines, line_of
 
 SCHEMA_VERSION = 1
-SCHEMA_HEADER = "#:schema ../schemas/recipe.schema.json"
 STOCK_PREFIX = "llama.cpp:"
 
 _SEMVER = r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?$"
@@ -498,14 +497,16 @@ def _ordered(recipe: Recipe) -> dict[str, Any]:
 
 
 def schema_header(path: Path | None) -> str:
-    """``#:schema`` pointing at the repository's schema, relative to the recipe's folder."""
+    """``#:schema`` and a newline, pointing at the repository's schema relative to the
+    recipe's folder; empty where no ``schemas/recipe.schema.json`` is found above it (a
+    recipe outside a registry checkout: a path to nothing would only mislead editors)."""
     if path is not None:
         d = path.resolve().parent
         for up in (d, *d.parents):
             schema = up / "schemas" / "recipe.schema.json"
             if schema.exists():
-                return "#:schema " + os.path.relpath(schema, d).replace(os.sep, "/")
-    return SCHEMA_HEADER
+                return "#:schema " + os.path.relpath(schema, d).replace(os.sep, "/") + "\n"
+    return ""
 
 
 def canonical_body(recipe: Recipe) -> str:
@@ -515,7 +516,7 @@ def canonical_body(recipe: Recipe) -> str:
 
 def dump_recipe(recipe: Recipe, path: Path | None = None) -> str:
     """The canonical TOML text of a recipe."""
-    return schema_header(path) + "\n" + canonical_body(recipe)
+    return schema_header(path) + canonical_body(recipe)
 
 
 def save_recipe(recipe: Recipe, path: Path) -> None:

@@ -24,10 +24,11 @@ def test_fmt_and_schema_check_pass_on_repo(dynq):
 
 
 def test_fmt_rewrites_noncanonical(dynq, write_recipe):
-    p = write_recipe(MINIMAL)
+    text = MINIMAL.replace('name = "tiny"', "name = 'tiny'")  # canonical TOML: double quotes
+    p = write_recipe(text)
     r = dynq("fmt", "--check", p)
     assert r.code == 1 and "would reformat" in r.out
-    assert p.read_text() == MINIMAL  # --check changes nothing
+    assert p.read_text() == text  # --check changes nothing
     assert dynq("fmt", p).code == 0
     assert p.read_text() == dump_recipe(load_recipe(p).recipe, p)
 

@@ -72,6 +72,8 @@ def test_init_tiny_into_registry_with_mixes(dynq, tmp_path, tiny_gguf):
     assert r.code == 0, r.err
     assert "warning" not in r.err  # F32 source with a chat template: nothing to say
     recipe = tmp_path / "registry" / "tiny.toml"  # registry/ exists: the default
+    # no schemas/ above it (not a registry checkout): no #:schema line pointing at nothing
+    assert not recipe.read_text().startswith("#:schema")
     data = tomllib.loads(recipe.read_text())
     # a local source lying beside registry/ is named relative to the recipe
     assert data["model"]["source"] == "../models/tiny.gguf"

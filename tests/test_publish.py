@@ -729,6 +729,7 @@ def pr_clone(tmp_path: Path) -> Path:
     (up / "registry" / "calibration").mkdir()
     (up / "scripts").mkdir()
     shutil.copy(ROOT / "scripts" / "pr-diff.sh", up / "scripts" / "pr-diff.sh")
+    shutil.copytree(ROOT / "schemas", up / "schemas")
     shutil.copy(
         ROOT / "registry" / "inventories" / "smollm2-135m.json", up / "registry" / "inventories"
     )
