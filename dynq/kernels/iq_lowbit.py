@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from dynq.errors import KernelError
-from dynq.kernels import fused
+from dynq.kernels import base, compiled, fused
 from dynq.kernels.base import (
     F32,
     I32,
@@ -369,10 +369,13 @@ def _search(
     trial taken, or ``(scale0, L0, ongrid0)`` where none was.
 
     On a GPU (:func:`dynq.kernels.fused.used_for`) this is one Triton kernel
-    (:func:`dynq.kernels.fused.iq_grid_search`), with the same results.
+    (:func:`dynq.kernels.fused.iq_grid_search`), on the CPU one numba loop
+    (:func:`dynq.kernels.compiled.iq_grid_search`), with the same results.
     """
     if fused.used_for(xval):
         return fused.iq_grid_search(lat, xval, weight, waux, ids, kmaxq, scale0, L0, ongrid0)
+    if compiled.used_for(xval):
+        return compiled.iq_grid_search(lat, xval, weight, waux, ids, kmaxq, scale0, L0, ongrid0)
     b, n = xval.shape
     t = ids.shape[1]
     this_scale = 1 / ids
@@ -442,10 +445,16 @@ def _search_requantize(
     ``"all"`` every block, every group (IQ2_XXS); ``"off"`` the blocks with a group off the
     lattice, those groups; ``"off_all"`` those blocks, every group. Returns ``(scale, L)``.
 
-    On a GPU both run in one Triton kernel (:func:`dynq.kernels.fused.iq_grid_search`).
+    On a GPU both run in one Triton kernel (:func:`dynq.kernels.fused.iq_grid_search`), on
+    the CPU in one numba loop (:func:`dynq.kernels.compiled.iq_grid_search`).
     """
     if fused.used_for(xval):
         scale, L, _ = fused.iq_grid_search(
+            lat, xval, weight, waux, ids, kmaxq, scale0, L0, ongrid0, redo=redo
+        )
+        return scale, L
+    if compiled.used_for(xval):
+        scale, L, _ = compiled.iq_grid_search(
             lat, xval, weight, waux, ids, kmaxq, scale0, L0, ongrid0, redo=redo
         )
         return scale, L
@@ -531,10 +540,11 @@ def _sign_mult(bits: Tensor) -> Tensor:
 
 class _LowBit(BlockKernel):
     """Shared by the seven kernels: chunking. The torch searches' intermediates are ~100x the
-    input, so on the CPU a chunk is worked in slices of ``cpu_slice`` super-blocks, which stay
-    in cache; on a GPU the whole chunk (``chunk_elems`` times dynq's CUDA factor: 16 M values)
-    goes at once, through the fused searches, whose memory is a few times the input's. (Where
-    the torch searches run on a GPU, ``quantize`` halves a chunk that does not fit.)"""
+    input, so where they run on the CPU (``DYNQ_COMPILED=0``) a chunk is worked in slices of
+    ``cpu_slice`` super-blocks, which stay in cache. The compiled searches (numba on the CPU,
+    Triton on a GPU) need a few times the input's memory: the whole chunk goes at once
+    (``chunk_elems``, times dynq's CUDA factor on a GPU: 16 M values). (Where the torch
+    searches run on a GPU, ``quantize`` halves a chunk that does not fit.)"""
 
     chunk_elems = 1 << 16
     cpu_slice: ClassVar[int] = 16
@@ -543,7 +553,7 @@ class _LowBit(BlockKernel):
     def quantize_blocks(cls, x: Tensor, w: Tensor | None) -> Tensor:
         s = x.shape[0]
         k = cls.cpu_slice
-        if x.device.type != "cpu" or s <= k:
+        if x.device.type != "cpu" or s <= k or base.compiled_impl(x) is not None:
             return cls._quantize(x, w)
         parts = [
             cls._quantize(x[i : i + k], None if w is None else w[i : i + k]) for i in range(0, s, k)
@@ -1057,7 +1067,7 @@ def _iq1_m_search(
 class IQ1_S(_LowBit, qtype="iq1_s"):
     """Bytes of ggml's ``quantize_iq1_s`` (imatrix required)."""
 
-    cpu_slice = 64  # measured best on a 2-core VM
+    cpu_slice = 64  # measured best on a 2-core VM (the torch path)
 
     @classmethod
     def _quantize(cls, x: Tensor, w: Tensor | None) -> Tensor:
@@ -1068,31 +1078,35 @@ class IQ1_S(_LowBit, qtype="iq1_s"):
         weight = _imatrix_weights(x, w, _sigma2(x, two=True))
         xb = x.reshape(s * nb, n)
         wb = weight.reshape(s * nb, n)
-        b = xb.shape[0]
-        mx = xb.abs().max(dim=1).values
-        skip = mx < f32(GROUP_MAX_EPS_IQ1_S, x)
-        order, wxs, ws = _sorted_split(xb, wb)
-        xp, xm = _xpm(x)
-        i1, i2 = _pairs(n, dev)
-        if fused.used_for(x):  # the same search as one Triton kernel
-            pick, scale = fused.iq1_s_search(wxs, ws)
+        if compiled.used_for(x) and not fused.used_for(x):
+            # the blocks' work below (sort, search, lattice, refit) as one numba loop
+            scale, shift, gi = compiled.iq1_s_blocks(xb, wb, GROUP_MAX_EPS_IQ1_S)
         else:
-            pick, scale = _iq1_s_search(wxs, ws, xp, xm, i1, i2)
-        skip = skip | (pick < 0)
-        pk = pick.clamp(min=0)
-        shift = torch.where(pk % 2 == 0, 1, -1)
-        L = _split_levels(order, i1[pk // 2], i2[pk // 2])
-        neg = scale < 0
-        L = torch.where(neg.unsqueeze(1), 2 - L, L)
-        scale = torch.where(neg, -scale, scale)
-        shift = torch.where(neg, -shift, shift)
-        xx = torch.where((shift == 1).view(-1, 1), xp.view(1, 3), xm.view(1, 3))
-        xx = xx.unsqueeze(1).expand(b, n // 8, 3)
-        gi, offg = _iq1_grid(xb, wb, L, scale, xx)
-        scale = _iq1_refit(xb, wb, gi, xx, scale, offg)
-        scale = torch.where(skip, torch.zeros_like(scale), scale)
-        shift = torch.where(skip, torch.ones_like(shift), shift)
-        gi = torch.where(skip.unsqueeze(1), torch.zeros_like(gi), gi)
+            b = xb.shape[0]
+            mx = xb.abs().max(dim=1).values
+            skip = mx < f32(GROUP_MAX_EPS_IQ1_S, x)
+            order, wxs, ws = _sorted_split(xb, wb)
+            xp, xm = _xpm(x)
+            i1, i2 = _pairs(n, dev)
+            if fused.used_for(x):  # the same search as one Triton kernel
+                pick, scale = fused.iq1_s_search(wxs, ws)
+            else:
+                pick, scale = _iq1_s_search(wxs, ws, xp, xm, i1, i2)
+            skip = skip | (pick < 0)
+            pk = pick.clamp(min=0)
+            shift = torch.where(pk % 2 == 0, 1, -1)
+            L = _split_levels(order, i1[pk // 2], i2[pk // 2])
+            neg = scale < 0
+            L = torch.where(neg.unsqueeze(1), 2 - L, L)
+            scale = torch.where(neg, -scale, scale)
+            shift = torch.where(neg, -shift, shift)
+            xx = torch.where((shift == 1).view(-1, 1), xp.view(1, 3), xm.view(1, 3))
+            xx = xx.unsqueeze(1).expand(b, n // 8, 3)
+            gi, offg = _iq1_grid(xb, wb, L, scale, xx)
+            scale = _iq1_refit(xb, wb, gi, xx, scale, offg)
+            scale = torch.where(skip, torch.zeros_like(scale), scale)
+            shift = torch.where(skip, torch.ones_like(shift), shift)
+            gi = torch.where(skip.unsqueeze(1), torch.zeros_like(gi), gi)
         # per super-block
         scales = scale.view(s, nb)
         max_scale = scales.max(dim=1, keepdim=True).values.clamp(min=0)
@@ -1128,7 +1142,7 @@ class IQ1_S(_LowBit, qtype="iq1_s"):
 class IQ1_M(_LowBit, qtype="iq1_m"):
     """Bytes of ggml's ``quantize_iq1_m`` (weights ``x*x`` without an imatrix)."""
 
-    cpu_slice = 64  # measured best on a 2-core VM
+    cpu_slice = 64  # measured best on a 2-core VM (the torch path)
 
     @classmethod
     def _quantize(cls, x: Tensor, w: Tensor | None) -> Tensor:
@@ -1141,29 +1155,34 @@ class IQ1_M(_LowBit, qtype="iq1_m"):
             weight = _imatrix_weights(x, w, _sigma2(x, two=True))
         xb = x.reshape(s * nb, n)
         wb = weight.reshape(s * nb, n)
-        mx = xb.abs().max(dim=1).values
-        skip = mx < f32(GROUP_MAX_EPS_IQ1_M, x)
-        order, wxs, ws = _sorted_split(xb, wb)
-        xp, xm = _xpm(x)
-        i1, i2 = _pairs(n, dev)
-        if fused.used_for(x):  # the same search as one Triton kernel
-            pick, scale = fused.iq1_m_search(wxs, ws, order)
+        if compiled.used_for(x) and not fused.used_for(x):
+            # the blocks' work below (sort, search, lattice, refit) as one numba loop
+            scale, best_k, gi = compiled.iq1_m_blocks(xb, wb, GROUP_MAX_EPS_IQ1_M)
+            xx: Tensor | None = None
         else:
-            pick, scale = _iq1_m_search(wxs, ws, order, xp, xm, i1, i2)
-        skip = skip | (pick < 0)
-        pk = pick.clamp(min=0)
-        best_k = pk % 4
-        L = _split_levels(order, i1[pk // 4], i2[pk // 4])
-        neg = scale < 0
-        L = torch.where(neg.unsqueeze(1), 2 - L, L)
-        scale = torch.where(neg, -scale, scale)
-        best_k = torch.where(neg, 3 - best_k, best_k)
-        best_k = torch.where(skip, torch.zeros_like(best_k), best_k)
-        xx = _iq1m_xx(best_k, xp, xm)  # [B, 2, 3]
-        gi, offg = _iq1_grid(xb, wb, L, scale, xx)
-        scale = _iq1_refit(xb, wb, gi, xx, scale, offg)
-        scale = torch.where(skip, torch.zeros_like(scale), scale)
-        gi = torch.where(skip.unsqueeze(1), torch.zeros_like(gi), gi)
+            mx = xb.abs().max(dim=1).values
+            skip = mx < f32(GROUP_MAX_EPS_IQ1_M, x)
+            order, wxs, ws = _sorted_split(xb, wb)
+            xp, xm = _xpm(x)
+            i1, i2 = _pairs(n, dev)
+            if fused.used_for(x):  # the same search as one Triton kernel
+                pick, scale = fused.iq1_m_search(wxs, ws, order)
+            else:
+                pick, scale = _iq1_m_search(wxs, ws, order, xp, xm, i1, i2)
+            skip = skip | (pick < 0)
+            pk = pick.clamp(min=0)
+            best_k = pk % 4
+            L = _split_levels(order, i1[pk // 4], i2[pk // 4])
+            neg = scale < 0
+            L = torch.where(neg.unsqueeze(1), 2 - L, L)
+            scale = torch.where(neg, -scale, scale)
+            best_k = torch.where(neg, 3 - best_k, best_k)
+            best_k = torch.where(skip, torch.zeros_like(best_k), best_k)
+            xx = _iq1m_xx(best_k, xp, xm)  # [B, 2, 3]
+            gi, offg = _iq1_grid(xb, wb, L, scale, xx)
+            scale = _iq1_refit(xb, wb, gi, xx, scale, offg)
+            scale = torch.where(skip, torch.zeros_like(scale), scale)
+            gi = torch.where(skip.unsqueeze(1), torch.zeros_like(gi), gi)
         # per super-block
         scales = scale.view(s, nb)
         max_scale = scales.max(dim=1, keepdim=True).values.clamp(min=0)
@@ -1176,11 +1195,14 @@ class IQ1_M(_LowBit, qtype="iq1_m"):
         qh = qh[:, :, 0] | (qh[:, :, 1] << 4)
         qh = qh | torch.where(zero_sb, 0, masks[best_k.view(s, nb)])
         # the final scale: a fit over the whole super-block with the block scales
-        lv = lattice("iq1_s").on(dev)["levels"][gi.view(s, nb, 2)]  # [S, 16, 2, 8]
-        q = torch.gather(xx.view(s, nb, 2, 3), 3, lv) * (2 * l3 + 1).to(F32).view(s, nb, 1, 1)
-        q = q.reshape(s, QK_K)
-        wq = weight * q
-        sumqx_f, sumq2_f = _seq_dot(wq, x), _seq_dot(wq, q)
+        if xx is None:  # the same sums compiled with numba
+            sumqx_f, sumq2_f = compiled.iq1_m_fit(x, weight, gi, best_k, l3)
+        else:
+            lv = lattice("iq1_s").on(dev)["levels"][gi.view(s, nb, 2)]  # [S, 16, 2, 8]
+            q = torch.gather(xx.view(s, nb, 2, 3), 3, lv)
+            q = (q * (2 * l3 + 1).to(F32).view(s, nb, 1, 1)).reshape(s, QK_K)
+            wq = weight * q
+            sumqx_f, sumq2_f = _seq_dot(wq, x), _seq_dot(wq, q)
         dfit = torch.where(sumq2_f > 0, sumqx_f / sumq2_f, d.view(-1))
         dfit = dfit * f32(1.1125, dfit)
         u16 = fp16_bytes(dfit).to(I64)

@@ -26,7 +26,7 @@ import pytest
 import torch
 
 from dynq import kernels
-from dynq.kernels import fused, iq_grids, iq_lowbit
+from dynq.kernels import compiled, fused, iq_grids, iq_lowbit
 
 from ._util import INTERPRETED, run_interpreted
 from .test_iq_lowbit import compare, golden, inputs
@@ -52,6 +52,7 @@ def torch_path(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
         def __enter__(self) -> None:
             assert fused.used_for(torch.zeros(1))
             monkeypatch.setattr(fused, "used_for", lambda _t: False)
+            monkeypatch.setattr(compiled, "used_for", lambda _t: False)
 
         def __exit__(self, *exc: object) -> None:
             monkeypatch.undo()

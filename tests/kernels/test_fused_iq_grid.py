@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from dynq import kernels
-from dynq.kernels import base, fused, iq_lowbit
+from dynq.kernels import base, compiled, fused, iq_lowbit
 from dynq.kernels.iq_grids import lattice
 
 from ._util import INTERPRETED, PART, run_interpreted
@@ -51,12 +51,12 @@ def one_program(monkeypatch: pytest.MonkeyPatch) -> None:
 def _torch_path(fn):  # type: ignore[no-untyped-def]
     """``fn()`` with the searches on the torch path."""
     assert fused.used_for(torch.zeros(1))
-    old = fused.used_for
-    fused.used_for = lambda _t: False
+    old = fused.used_for, compiled.used_for
+    fused.used_for = compiled.used_for = lambda _t: False
     try:
         return fn()
     finally:
-        fused.used_for = old
+        fused.used_for, compiled.used_for = old
 
 
 def _edge_rows(seed: int) -> np.ndarray:
