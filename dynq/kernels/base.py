@@ -167,8 +167,8 @@ def compiled_impl(t: Tensor) -> ModuleType | None:
     """The compiled implementation of the searches and sums for tensor ``t``, or None for the
     torch one: :mod:`~dynq.kernels.fused` (Triton, GPUs) first, then
     :mod:`~dynq.kernels.compiled` (numba, CPU). Both expose ``make_qkx_quants``,
-    ``make_qx_quants``, ``make_qp_quants``, ``make_q3_quants`` and ``seq_sum`` with the same
-    arguments."""
+    ``make_qx_quants``, ``make_qp_quants``, ``make_q3_quants``, ``seq_sum`` and
+    ``iq_grid_search`` with the same arguments."""
     if fused.used_for(t):
         return fused
     if compiled.used_for(t):

@@ -19,14 +19,12 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import Tensor
 
-if TYPE_CHECKING:
-    from dynq.kernels.iq_grids import Lattice
+from dynq.kernels.iq_grids import REDO, Lattice, lattice
 
 __all__ = [
     "asym_ref",
@@ -246,11 +244,8 @@ def iq1_best_neighbours(
 def _iq1_tables() -> tuple[np.ndarray, ...]:
     """IQ1's lattice as the numba functions take it: ``(map, nb_count, nb_start, nb_list,
     lvpack)``, int64; ``lvpack[j]``: grid point ``j``'s levels packed 2 bits each."""
-    from dynq.kernels.iq_grids import lattice
-
     lat = lattice("iq1_s")
-    lvpack = (lat.levels << (2 * np.arange(lat.group, dtype=np.int64))).sum(axis=1)
-    tabs = (lat.map, lat.nb_count, lat.nb_start, lat.nb_list, lvpack)
+    tabs = (lat.map, lat.nb_count, lat.nb_start, lat.nb_list, lat.packed)
     return tuple(np.ascontiguousarray(t, dtype=np.int64) for t in tabs)
 
 
@@ -283,9 +278,6 @@ def iq1_m_blocks(xb: Tensor, wb: Tensor, eps: float) -> tuple[Tensor, Tensor, Te
 # ----------------------------------------------------------------------------------------------
 # IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S: the grid search (dynq.kernels.numba_iq_grid)
 
-#: the pass after the trials, by the name :func:`iq_grid_search` takes (the kernel's ``redo``)
-_IQ_REDO = {None: 0, "all": 1, "off": 2, "off_all": 3}
-
 
 @functools.cache
 def _iq_grid_impl():  # type: ignore[no-untyped-def]
@@ -299,19 +291,15 @@ _iq_grid_tabs: dict[str, tuple[np.ndarray, ...]] = {}
 
 def _iq_grid_tables(lat: Lattice) -> tuple[np.ndarray, ...]:
     """A lattice's tables as :mod:`~dynq.kernels.numba_iq_grid` reads them (cached): int32
-    ``map``, ``gridu`` (each grid point's packed levels ``Σ l_i << bits*i``), ``nb_start``,
-    ``nb_count``, ``nb_ent`` (each neighbour-list entry ``j`` as ``j | gridu[j] << 10``), as
-    :func:`dynq.kernels.fused._iq_tables`; and float32 ``nb_q`` ``[entries, group]``: each
-    entry's ``q = 2l + 1``."""
+    ``map``, ``packed``, ``nb_start``, ``nb_count``, ``nb_entries`` (as
+    :class:`~dynq.kernels.iq_grids.Lattice` has them), and float32 ``nb_q`` ``[entries,
+    group]``: each entry's ``q = 2l + 1``."""
     t = _iq_grid_tabs.get(lat.name)
     if t is None:
-        shifts = lat.bits * np.arange(lat.group, dtype=np.int64)
-        gridu = (lat.levels << shifts).sum(axis=1)
-        nb = lat.nb_list
-        ints = (lat.map, gridu, lat.nb_start, lat.nb_count, nb | (gridu[nb] << 10))
+        ints = (lat.map, lat.packed, lat.nb_start, lat.nb_count, lat.nb_entries)
         t = (
             *(np.ascontiguousarray(a, dtype=np.int32) for a in ints),
-            np.ascontiguousarray(2 * lat.levels[nb] + 1, dtype=np.float32),
+            np.ascontiguousarray(2 * lat.levels[lat.nb_list] + 1, dtype=np.float32),
         )
         _iq_grid_tabs[lat.name] = t
     return t
@@ -353,7 +341,7 @@ def iq_grid_search(
             raise ValueError(f"no compiled grid search for lattice {lat.name} {shape}")
         fn(
             _np(xval), _np(weight), _np(waux), _np(ids), _np(scale0),
-            L0.to(torch.int64).contiguous().numpy(), ongrid0, _IQ_REDO[redo],
+            L0.to(torch.int64).contiguous().numpy(), ongrid0, REDO[redo],
             *_iq_grid_tables(lat), scale, L, off,
         )  # fmt: skip
     bits = np.arange(n // g, dtype=np.int32)

@@ -27,13 +27,11 @@ from __future__ import annotations
 import functools
 import os
 import threading
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
-if TYPE_CHECKING:
-    from dynq.kernels.iq_grids import Lattice
+from dynq.kernels.iq_grids import REDO, Lattice, lattice
 
 __all__ = [
     "available",
@@ -208,30 +206,23 @@ _IQ_BLOCK = 32
 #: neighbours each lane scores at once (a ``[BLOCK, NBC]`` tile per step of the list)
 _IQ_NBC = 1
 
-#: the pass after the trials, by the name :func:`iq_grid_search` takes (the kernel's REDO)
-_IQ_REDO = {None: 0, "all": 1, "off": 2, "off_all": 3}
-
 _iq_tabs: dict[tuple[str, str], dict[str, Tensor]] = {}
 
 
 def _iq_tables(lat: Lattice, device: torch.device) -> dict[str, Tensor]:
     """A lattice's tables as the kernel reads them (int32; cached per device): ``map``,
-    ``nb_start``, ``nb_count`` as :class:`~dynq.kernels.iq_grids.Lattice` has them; ``gridu``
-    each grid point's packed levels ``Σ l_i << bits*i``; ``nb_ent`` each neighbour-list entry
-    ``j`` as ``j | gridu[j] << 10``."""
+    ``nb_start``, ``nb_count``, ``gridu`` (:attr:`~dynq.kernels.iq_grids.Lattice.packed`) and
+    ``nb_ent`` (:attr:`~dynq.kernels.iq_grids.Lattice.nb_entries`)."""
     key = (lat.name, str(device))
     t = _iq_tabs.get(key)
     if t is None:
         tab = lat.on(device)
-        shifts = lat.bits * torch.arange(lat.group, device=device, dtype=torch.int64)
-        gridu = (tab["levels"] << shifts).sum(dim=1)
-        nb = tab["nb_list"]
         t = {
             "map": tab["map"].to(I32).contiguous(),
-            "gridu": gridu.to(I32).contiguous(),
+            "gridu": tab["packed"].to(I32).contiguous(),
             "nb_start": tab["nb_start32"].contiguous(),
             "nb_count": tab["nb_count32"].contiguous(),
-            "nb_ent": (nb | (gridu[nb] << 10)).to(I32).contiguous(),
+            "nb_ent": torch.from_numpy(lat.nb_entries).to(device=device, dtype=I32),
         }
         _iq_tabs[key] = t
     return t
@@ -278,7 +269,7 @@ def iq_grid_search(
             "KMAXQ": kmaxq,
             "BITS": lat.bits,
             "ONGRID0": ongrid0,
-            "REDO": _IQ_REDO[redo],
+            "REDO": REDO[redo],
             "NBC": _IQ_NBC,
             "BLOCK": _IQ_BLOCK,
             "num_warps": max(1, _IQ_BLOCK // 32),
@@ -338,11 +329,7 @@ def iq1_m_search(wxs: Tensor, ws: Tensor, order: Tensor) -> tuple[Tensor, Tensor
 @functools.cache
 def _lvpack(device: str) -> Tensor:
     """IQ1's grid points' levels packed 2 bits each (``sum levels[j][i] << 2i``), int32."""
-    from dynq.kernels.iq_grids import lattice
-
-    lv = lattice("iq1_s").on(torch.device(device))["levels"]
-    sh = 2 * torch.arange(lv.shape[1], device=lv.device, dtype=lv.dtype)
-    return (lv << sh).sum(dim=1).to(I32).contiguous()
+    return lattice("iq1_s").on(torch.device(device))["packed"].to(I32).contiguous()
 
 
 def iq1_best_neighbours(

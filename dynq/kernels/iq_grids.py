@@ -81,6 +81,7 @@ class Lattice:
     nb_start: np.ndarray  # [1 << bits*group] int64: first neighbour in nb_list (0 on the grid)
     nb_count: np.ndarray  # [1 << bits*group] int64: number of neighbours (0 on the grid)
     nb_list: np.ndarray  # [total] int64 grid indices
+    packed: np.ndarray  # [grid_size] int64: each grid point's levels packed, sum l_i << bits*i
     _dev: dict[str, dict[str, Tensor]] = field(default_factory=dict, repr=False)
 
     @property
@@ -91,6 +92,12 @@ class Lattice:
     def size(self) -> int:
         return self.levels.shape[0]
 
+    @property
+    def nb_entries(self) -> np.ndarray:
+        """Each neighbour-list entry ``j`` with its packed levels: ``j | packed[j] << 10``
+        (int64), what the compiled grid searches load per neighbour."""
+        return self.nb_list | (self.packed[self.nb_list] << 10)
+
     def on(self, device: torch.device) -> dict[str, Tensor]:
         """The tables as torch tensors on ``device`` (cached)."""
         key = str(device)
@@ -100,6 +107,7 @@ class Lattice:
                 "levels": torch.from_numpy(self.levels).to(device),
                 "pos": torch.from_numpy(2 * self.levels + 1).to(device=device, dtype=torch.float32),
                 "map": torch.from_numpy(self.map).to(device),
+                "packed": torch.from_numpy(self.packed).to(device),
                 "nb_start": torch.from_numpy(self.nb_start).to(device),
                 "nb_count": torch.from_numpy(self.nb_count).to(device),
                 "nb_list": torch.from_numpy(self.nb_list).to(device),
@@ -160,8 +168,12 @@ def build(name: str, levels: np.ndarray, bits: int, reach: int, nwant: int) -> L
     nb_count = np.zeros(size, dtype=np.int64)
     nb_start[du] = starts
     nb_count[du] = counts
-    return Lattice(name, levels, bits, reach, nwant, kmap, nb_start, nb_count, nb_list)
+    return Lattice(name, levels, bits, reach, nwant, kmap, nb_start, nb_count, nb_list, gu)
 
+
+#: the pass after the IQ2/IQ3 trials (``iq_lowbit._search_requantize``'s ``redo``) as the
+#: compiled grid searches (Triton and numba) number it
+REDO = {None: 0, "all": 1, "off": 2, "off_all": 3}
 
 #: (gguf class, bits per level, reach, nwant) of each lattice, as ggml sets them up
 _SPECS = {

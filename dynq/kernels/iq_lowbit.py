@@ -368,14 +368,12 @@ def _search(
     scales ``ids`` ``[B, T]``. Returns ``(scale [B], L [B, n], on-grid [B, G])``: the last
     trial taken, or ``(scale0, L0, ongrid0)`` where none was.
 
-    On a GPU (:func:`dynq.kernels.fused.used_for`) this is one Triton kernel
-    (:func:`dynq.kernels.fused.iq_grid_search`), on the CPU one numba loop
-    (:func:`dynq.kernels.compiled.iq_grid_search`), with the same results.
+    Compiled (:func:`dynq.kernels.base.compiled_impl`: one Triton kernel on a GPU, one numba
+    loop on the CPU), ``iq_grid_search`` gives the same results.
     """
-    if fused.used_for(xval):
-        return fused.iq_grid_search(lat, xval, weight, waux, ids, kmaxq, scale0, L0, ongrid0)
-    if compiled.used_for(xval):
-        return compiled.iq_grid_search(lat, xval, weight, waux, ids, kmaxq, scale0, L0, ongrid0)
+    impl = base.compiled_impl(xval)
+    if impl is not None:
+        return impl.iq_grid_search(lat, xval, weight, waux, ids, kmaxq, scale0, L0, ongrid0)
     b, n = xval.shape
     t = ids.shape[1]
     this_scale = 1 / ids
@@ -445,16 +443,11 @@ def _search_requantize(
     ``"all"`` every block, every group (IQ2_XXS); ``"off"`` the blocks with a group off the
     lattice, those groups; ``"off_all"`` those blocks, every group. Returns ``(scale, L)``.
 
-    On a GPU both run in one Triton kernel (:func:`dynq.kernels.fused.iq_grid_search`), on
-    the CPU in one numba loop (:func:`dynq.kernels.compiled.iq_grid_search`).
+    Compiled (:func:`dynq.kernels.base.compiled_impl`), both run in its ``iq_grid_search``.
     """
-    if fused.used_for(xval):
-        scale, L, _ = fused.iq_grid_search(
-            lat, xval, weight, waux, ids, kmaxq, scale0, L0, ongrid0, redo=redo
-        )
-        return scale, L
-    if compiled.used_for(xval):
-        scale, L, _ = compiled.iq_grid_search(
+    impl = base.compiled_impl(xval)
+    if impl is not None:
+        scale, L, _ = impl.iq_grid_search(
             lat, xval, weight, waux, ids, kmaxq, scale0, L0, ongrid0, redo=redo
         )
         return scale, L
@@ -1078,7 +1071,7 @@ class IQ1_S(_LowBit, qtype="iq1_s"):
         weight = _imatrix_weights(x, w, _sigma2(x, two=True))
         xb = x.reshape(s * nb, n)
         wb = weight.reshape(s * nb, n)
-        if compiled.used_for(x) and not fused.used_for(x):
+        if base.compiled_impl(x) is compiled:
             # the blocks' work below (sort, search, lattice, refit) as one numba loop
             scale, shift, gi = compiled.iq1_s_blocks(xb, wb, GROUP_MAX_EPS_IQ1_S)
         else:
@@ -1155,7 +1148,7 @@ class IQ1_M(_LowBit, qtype="iq1_m"):
             weight = _imatrix_weights(x, w, _sigma2(x, two=True))
         xb = x.reshape(s * nb, n)
         wb = weight.reshape(s * nb, n)
-        if compiled.used_for(x) and not fused.used_for(x):
+        if base.compiled_impl(x) is compiled:
             # the blocks' work below (sort, search, lattice, refit) as one numba loop
             scale, best_k, gi = compiled.iq1_m_blocks(xb, wb, GROUP_MAX_EPS_IQ1_M)
             xx: Tensor | None = None

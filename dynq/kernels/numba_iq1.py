@@ -351,6 +351,46 @@ def _refit(x, w, gi, xx, lvpack, scale):
     return scale
 
 
+@njit(inline="always")
+def _sorted_block(x, w, eps, key, order, wxs, ws):
+    # a block's start in IQ1_S and IQ1_M: False where it is skipped (max |x| < eps; NaN is never
+    # skipped); else its sort order and the sorted w*x and w
+    skip = True
+    for j in range(x.shape[0]):
+        if not abs(x[j]) < eps:
+            skip = False
+    if skip:
+        return False
+    _sort(x, key, order)
+    for j in range(x.shape[0]):
+        o = order[j]
+        ws[j] = w[o]
+        wxs[j] = w[o] * x[o]
+    return True
+
+
+@njit(inline="always")
+def _split_levels(order, i1, i2, neg, L):
+    # iq_lowbit._split_levels: 0 below the first split, 1 up to the second, 2 above, in the
+    # block's own order; flipped (2 - l) with a negative scale
+    for j in range(order.shape[0]):
+        lv = (1 if j >= i1 else 0) + (1 if j >= i2 else 0)
+        L[order[j]] = 2 - lv if neg else lv
+
+
+@njit(inline="always")
+def _set_values(xx, g, p):
+    # group g's level values: x_p (p) or x_m
+    if p:
+        xx[g, 0] = P0
+        xx[g, 1] = P1
+        xx[g, 2] = P2
+    else:
+        xx[g, 0] = M0
+        xx[g, 1] = M1
+        xx[g, 2] = M2
+
+
 @njit(nogil=True, cache=True, error_model="numpy")
 def iq1_s_blocks(
     xb, wb, eps, gmap, nb_count, nb_start, nb_list, lvpack, scale_out, shift_out, gi_out
@@ -376,17 +416,8 @@ def iq1_s_blocks(
     for b in range(B):
         x = xb[b]
         w = wb[b]
-        skip = True
-        for j in range(N):
-            if not abs(x[j]) < eps:  # max |x| < eps: NaN is never skipped
-                skip = False
         pick = -1
-        if not skip:
-            _sort(x, key, order)
-            for j in range(N):
-                o = order[j]
-                ws[j] = w[o]
-                wxs[j] = w[o] * x[o]
+        if _sorted_block(x, w, eps, key, order, wxs, ws):
             pick, scale, i1, i2 = _s_search(wxs, ws, px, pw, cx, cw)
         if pick < 0:
             scale_out[b] = ZERO
@@ -396,21 +427,12 @@ def iq1_s_blocks(
             continue
         shift = 1 if pick % 2 == 0 else -1
         neg = scale < ZERO
-        for j in range(N):
-            lv = (1 if j >= i1 else 0) + (1 if j >= i2 else 0)
-            L[order[j]] = 2 - lv if neg else lv
+        _split_levels(order, i1, i2, neg, L)
         if neg:
             scale = -scale
             shift = -shift
         for g in range(ng):
-            if shift == 1:
-                xx[g, 0] = P0
-                xx[g, 1] = P1
-                xx[g, 2] = P2
-            else:
-                xx[g, 0] = M0
-                xx[g, 1] = M1
-                xx[g, 2] = M2
+            _set_values(xx, g, shift == 1)
         gi = gi_out[b]
         if _grid(x, w, L, scale, xx, gmap, nb_count, nb_start, nb_list, lvpack, tt, gi):
             scale = _refit(x, w, gi, xx, lvpack, scale)
@@ -443,17 +465,8 @@ def iq1_m_blocks(xb, wb, eps, gmap, nb_count, nb_start, nb_list, lvpack, scale_o
     for b in range(B):
         x = xb[b]
         w = wb[b]
-        skip = True
-        for j in range(N):
-            if not abs(x[j]) < eps:  # max |x| < eps: NaN is never skipped
-                skip = False
         pick = -1
-        if not skip:
-            _sort(x, key, order)
-            for j in range(N):
-                o = order[j]
-                ws[j] = w[o]
-                wxs[j] = w[o] * x[o]
+        if _sorted_block(x, w, eps, key, order, wxs, ws):
             pick, scale, i1, i2 = _m_search(wxs, ws, order, px0, px1, pw0, pw1, cx, cw)
         if pick < 0:
             scale_out[b] = ZERO
@@ -463,23 +476,13 @@ def iq1_m_blocks(xb, wb, eps, gmap, nb_count, nb_start, nb_list, lvpack, scale_o
             continue
         best_k = pick % 4
         neg = scale < ZERO
-        for j in range(N):
-            lv = (1 if j >= i1 else 0) + (1 if j >= i2 else 0)
-            L[order[j]] = 2 - lv if neg else lv
+        _split_levels(order, i1, i2, neg, L)
         if neg:
             scale = -scale
             best_k = 3 - best_k
         # the first group takes x_p where best_k < 2, the second where best_k is even
         for g in range(ng):
-            p = best_k < 2 if g == 0 else best_k % 2 == 0
-            if p:
-                xx[g, 0] = P0
-                xx[g, 1] = P1
-                xx[g, 2] = P2
-            else:
-                xx[g, 0] = M0
-                xx[g, 1] = M1
-                xx[g, 2] = M2
+            _set_values(xx, g, best_k < 2 if g == 0 else best_k % 2 == 0)
         gi = gi_out[b]
         if _grid(x, w, L, scale, xx, gmap, nb_count, nb_start, nb_list, lvpack, tt, gi):
             scale = _refit(x, w, gi, xx, lvpack, scale)
