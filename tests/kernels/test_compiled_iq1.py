@@ -22,9 +22,16 @@ import pytest
 import torch
 
 from dynq import kernels
-from dynq.kernels import compiled, fused, iq_grids, iq_lowbit
+from dynq.kernels import compiled, fused, iq_lowbit
 
-from .test_fused_iq1 import CASES, MODES, _rows, _same_pick, _search_inputs
+from .test_fused_iq1 import (
+    CASES,
+    MODES,
+    _neighbour_inputs,
+    _rows,
+    _same_pick,
+    _search_inputs,
+)
 from .test_iq_lowbit import compare, golden, inputs
 
 pytestmark = pytest.mark.skipif(
@@ -68,31 +75,8 @@ def test_iq1_m_search() -> None:
 
 
 def test_iq1_best_neighbours() -> None:
-    """Groups of 8 off IQ1's lattice, 4096 of them: random, then zero weights (every distance
-    0: the first neighbour), exact ties, negative weights, and scales or weights that make
-    every distance infinite or NaN (ggml aborts; both take the first neighbour)."""
-    g = torch.Generator().manual_seed(5)
-    tab = iq_grids.lattice("iq1_s").on(torch.device("cpu"))
-    off = torch.nonzero(tab["nb_count"] > 0).squeeze(1)
-    m = 4096
-    u = off[torch.randint(0, off.numel(), (m,), generator=g)]
-    xv = torch.randn(m, 8, generator=g)
-    wv = torch.rand(m, 8, generator=g)
-    scale = torch.rand(m, generator=g) + 0.1
-    xp, xm = iq_lowbit._xpm(xv)
-    xx = torch.where(torch.rand(m, 1, generator=g) < 0.5, xp.view(1, 3), xm.view(1, 3))
-    wv[100:150] = 0.0
-    xv[150:250] = torch.randint(-1, 2, (100, 8), generator=g).float()  # ties
-    wv[150:250] = 1.0
-    scale[150:250] = 1.0
-    wv[250:300] -= 0.5
-    scale[300:310] = float("inf")
-    scale[310:320] = float("nan")
-    wv[320:330, 3] = float("inf")
-    xv[330:340] = 3e38  # squares overflow
-    scale[340:350] = 0.0
-    xv[350:360] = -0.0
-    wv[360:370] = 1e-30  # tiny distances
+    """The neighbour search on 4096 groups (:func:`test_fused_iq1._neighbour_inputs`)."""
+    tab, u, xv, wv, scale, xx = _neighbour_inputs(4096)
     want = iq_lowbit.best_neighbours(tab, u, xv, wv, scale, xx)
     got = compiled.iq1_best_neighbours(tab, u, xv, wv, scale, xx)
     assert got.dtype == want.dtype == torch.int64

@@ -17,6 +17,7 @@ from dynq import kernels
 from dynq.kernels import base, compiled, fused, iq_lowbit
 from dynq.kernels.iq_grids import lattice
 
+from .test_fused_iq_grid import _edge_rows
 from .test_iq_lowbit import compare, golden, inputs
 
 pytest.importorskip("numba")
@@ -38,41 +39,6 @@ def _torch_path(monkeypatch: pytest.MonkeyPatch, fn):  # type: ignore[no-untyped
         m.setattr(compiled, "used_for", lambda _t: False)
         m.setattr(fused, "used_for", lambda _t: False)
         return fn()
-
-
-def _edge_rows(seed: int) -> np.ndarray:
-    """Two rows of 512 made of 32-blocks of assorted kinds: random, zeros, constants, one
-    outlier, tiny (subnormal) and huge magnitudes, negative-heavy, half zeros, ±0."""
-    rng = np.random.default_rng(seed)
-    blocks = []
-    for i in range(2 * 16):
-        kind = i % 12
-        s = np.float32(10.0 ** rng.uniform(-4, 1))
-        b = (rng.standard_normal(32) * s).astype(np.float32)
-        if kind == 1:
-            b[:] = 0
-        elif kind == 2:
-            b[:] = s
-        elif kind == 3:
-            b[:] = -s
-        elif kind == 4:
-            b = b * np.float32(1e-3)
-            b[rng.integers(32)] = s * rng.choice([-1, 1])
-        elif kind == 5:
-            b = (rng.standard_normal(32) * 1e-40).astype(np.float32)
-        elif kind == 6:
-            b = (rng.standard_normal(32) * 1e30).astype(np.float32)
-        elif kind == 7:
-            b = -np.abs(b)
-            b[rng.integers(32)] *= -1
-        elif kind == 8:
-            b[rng.random(32) < 0.5] = 0
-        elif kind == 9:
-            b = np.where(rng.random(32) < 0.5, np.float32(0.0), np.float32(-0.0))
-        elif kind == 10:  # a few large values among small ones
-            b[rng.integers(32, size=3)] *= 100
-        blocks.append(b.astype(np.float32))
-    return np.concatenate(blocks).reshape(2, 512)
 
 
 def _rows(seed: int) -> np.ndarray:

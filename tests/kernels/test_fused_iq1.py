@@ -111,15 +111,14 @@ def test_iq1_m_search() -> None:
     _same_pick(fused.iq1_m_search(wxs, ws, order), want)
 
 
-@under_interpreter
-def test_iq1_best_neighbours() -> None:
-    """Groups of 8 off IQ1's lattice, 1024 of them: random, then zero weights (every distance
-    0: the first neighbour), exact ties, negative weights, and scales or weights that make
-    every distance infinite or NaN (ggml aborts; both take the first neighbour)."""
+def _neighbour_inputs(m: int):  # type: ignore[no-untyped-def]
+    """``(tab, u, xv, wv, scale, xx)`` for ``m`` >= 370 groups of 8 off IQ1's lattice: random,
+    then zero weights (every distance 0: the first neighbour), exact ties, negative weights,
+    scales or weights that make every distance infinite or NaN (ggml aborts; the searches take
+    the first neighbour), -0.0 values and tiny distances."""
     g = torch.Generator().manual_seed(5)
     tab = iq_grids.lattice("iq1_s").on(torch.device("cpu"))
     off = torch.nonzero(tab["nb_count"] > 0).squeeze(1)
-    m = 1024
     u = off[torch.randint(0, off.numel(), (m,), generator=g)]
     xv = torch.randn(m, 8, generator=g)
     wv = torch.rand(m, 8, generator=g)
@@ -136,6 +135,15 @@ def test_iq1_best_neighbours() -> None:
     wv[320:330, 3] = float("inf")
     xv[330:340] = 3e38  # squares overflow
     scale[340:350] = 0.0
+    xv[350:360] = -0.0
+    wv[360:370] = 1e-30  # tiny distances
+    return tab, u, xv, wv, scale, xx
+
+
+@under_interpreter
+def test_iq1_best_neighbours() -> None:
+    """The neighbour search on 1024 groups (:func:`_neighbour_inputs`)."""
+    tab, u, xv, wv, scale, xx = _neighbour_inputs(1024)
     want = iq_lowbit.best_neighbours(tab, u, xv, wv, scale, xx)
     got = fused.iq1_best_neighbours(tab, u, xv, wv, scale, xx)
     assert got.dtype == want.dtype == torch.int64
