@@ -7,7 +7,8 @@ imatrix, on the same float32 tensors.
 MB/s is megabytes of float32 input per second (best of ``--repeat`` runs, after one warm-up).
 ggml runs ``ggml_quantize_chunk`` through ctypes with ``--threads`` Python threads splitting the
 rows (ctypes releases the GIL, so they run in parallel). dynq runs ``dynq.kernels.quantize`` on
-``--device`` with torch's default intra-op threads. The last column says whether the bytes match.
+``--device`` with its default chunk threads (the CPUs this process may use; one with
+``--cpu-time``). The last column says whether the bytes match.
 """
 
 from __future__ import annotations
@@ -84,6 +85,7 @@ def main() -> None:
     clock = time.perf_counter
     if args.cpu_time:
         args.threads = 1
+        kernels.set_threads(1)
         torch.set_num_threads(1)
         clock = time.process_time
     if not args.libggml:
@@ -103,7 +105,7 @@ def main() -> None:
         xin = torch.from_numpy(x).to(args.device) if cuda else x
         print(
             f"\n# {rows}x{cols} float32 ({mb:.1f} MB), dynq on {args.device} "
-            f"(torch {torch.__version__}, {torch.get_num_threads()} threads), "
+            f"(torch {torch.__version__}, {kernels.threads()} threads), "
             f"ggml {args.threads} threads on {gx.shape[0]} rows, best of {args.repeat}"
             + (", process CPU time" if args.cpu_time else ", wall-clock time")
         )

@@ -46,6 +46,7 @@ from dynq.provenance import (
 from dynq.recipe import LoadedRecipe
 from dynq.sources import resolve_source
 from dynq.templates import check_for_build
+from dynq.templates.check import local_source
 
 _PREAMBLE = ("GGUF.version", "GGUF.tensor_count", "GGUF.kv_count", "general.architecture")
 _INT_KEYS = {
@@ -234,6 +235,17 @@ class _TailHasher:
             self._fd = -1
 
 
+def _read_local_source(loaded: LoadedRecipe) -> GGUFFile | None:
+    """The recipe's source GGUF header if the source is on this machine and readable."""
+    path = local_source(loaded)
+    if path is None:
+        return None
+    try:
+        return read_gguf(path.resolve())
+    except DynqError:
+        return None
+
+
 class Builder:
     """Builds some or all targets of one recipe in one pass over the source."""
 
@@ -264,7 +276,11 @@ class Builder:
         self.plans = {t: self.resolver.plan(t, imatrix=self.imatrix_ref) for t in self.targets}
         self._check_imatrix_needs()
         self._check_kernels()
-        self.template_checked = check_for_build(loaded, warn)  # False: source not local yet
+        # the source's header, read once here when the source is local (the template check
+        # wants it now, the build later)
+        self._header = _read_local_source(loaded)
+        # False: the source is not on this machine yet
+        self.template_checked = check_for_build(loaded, warn, source=self._header)
 
     # -- inputs ----------------------------------------------------------------------------
     def _load_imatrix(self) -> tuple[Imatrix | None, str | None]:
@@ -312,7 +328,8 @@ class Builder:
         if model.source is None:
             raise BuildError(f"{self.loaded.path}: model.source: the recipe names no source GGUF")
         path = resolve_source(model.source, self.loaded.dir, model.source_sha256)
-        src = read_gguf(path)
+        header = self._header
+        src = header if header is not None and header.path == path.resolve() else read_gguf(path)
         inv = inventory_of(src, origin=model.source)
         want = {t.name: t for t in self.resolver.inventory.tensors}
         have = {t.name: t for t in inv.tensors}

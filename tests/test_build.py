@@ -8,6 +8,7 @@ import resource
 import shutil
 import struct
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -264,6 +265,23 @@ def test_cli_build_json(tiny: Path, dynq):
     assert json.loads((tiny.parent / "cli" / "tiny-mix.build.json").read_text())["target"] == "mix"
     r = dynq("build", tiny, "--target", "mix", "--out", tiny.parent / "cli")
     assert r.code == 2 and "already exists" in r.err and r.err.count("\n") == 1
+
+
+def test_cpu_build_does_not_import_torch(tiny: Path):
+    """A CPU build of legacy and k-quant types runs the compiled loops only: torch, which takes
+    a second to import, stays out of the process."""
+    code = (
+        "import sys; from dynq.cli import main; rc = main(sys.argv[1:]); "
+        "print('torch' in sys.modules); sys.exit(rc)"
+    )
+    cmd = [sys.executable, "-c", code, "build", str(tiny), "--out", str(tiny.parent / "nt")]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split()[-1] == "False"
+    assert {p.name for p in (tiny.parent / "nt").glob("*.gguf")} == {
+        "tiny-Q4_0.gguf",
+        "tiny-mix.gguf",
+    }
 
 
 def _unshare_works() -> bool:

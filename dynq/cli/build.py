@@ -41,9 +41,9 @@ def run(args: argparse.Namespace) -> int:
     # `kill` (SIGTERM) cleans up like Ctrl-C: temp files removed, no partial output left.
     signal.signal(signal.SIGTERM, _term_as_interrupt)
     if args.jobs:
-        import torch
+        from dynq import kernels
 
-        torch.set_num_threads(args.jobs)
+        kernels.set_threads(args.jobs)
     err = Console(stderr=True)
     loaded = load_recipe(args.recipe)
     opts = BuildOptions(

@@ -8,6 +8,8 @@ division by zero gives inf/NaN as in C (numba's default raises ZeroDivisionError
 
 # ruff: noqa: E741
 
+import math
+
 import numpy as np
 from numba import njit
 
@@ -402,6 +404,43 @@ def roundf(v):
     return np.float32(np.copysign(np.floor(np.abs(np.float64(v)) + 0.5), v))
 
 
+@njit(inline="always")
+def fp16_bits(v):
+    # float32 -> IEEE half bits, round to nearest even (ggml's GGML_FP32_TO_FP16, F16C's
+    # vcvtps2ph): worked in float64, where scaling by powers of two is exact; NaN -> 0x7E00
+    a = np.abs(np.float64(v))
+    sign = 0x8000 if np.copysign(1.0, v) < 0.0 else 0
+    if a != a:
+        return np.uint16(sign | 0x7E00)
+    if a >= 65520.0:  # rounds to infinity (frexp knows no exponent for inf)
+        return np.uint16(sign | 0x7C00)
+    if a < 6.103515625e-05:  # below 2**-14: subnormal (or rounds up to the smallest normal)
+        return np.uint16(sign | np.int64(np.rint(a * 16777216.0)))
+    m, e = math.frexp(a)  # a = m * 2**e, 0.5 <= m < 1
+    mant = np.int64(np.rint((m * 2.0 - 1.0) * 1024.0))
+    e -= 1
+    if mant == 1024:
+        mant = 0
+        e += 1
+    if e > 15:
+        return np.uint16(sign | 0x7C00)
+    return np.uint16(sign | ((e + 15) << 10) | mant)
+
+
+@njit(inline="always")
+def fp16_value(h):
+    # IEEE half bits (an int) -> float32
+    e = (h >> 10) & 0x1F
+    m = h & 0x3FF
+    if e == 0:
+        v = np.float64(m) * 5.9604644775390625e-08
+    elif e == 31:
+        v = np.inf if m == 0 else np.nan
+    else:
+        v = np.float64(m + 1024) * 2.0 ** (e - 25)
+    return np.float32(-v if h & 0x8000 else v)
+
+
 @njit(nogil=True, cache=True, error_model="numpy")
 def q8_0_ref(x, d_out, q_out):
     # quantize_row_q8_0_ref: d = amax/127, q = roundf(x/d) (the low byte of the int)
@@ -478,3 +517,13 @@ def error_sums(x, y, d2, x2):
             d = xv - np.float64(y[b, c])
             d2[c] += d * d
             x2[c] += xv * xv
+
+
+@njit(nogil=True, cache=True)
+def any_nonfinite(u):
+    # whether any float32 of ``u`` (its bits, a uint32 array) is inf or NaN: all exponent bits
+    # set. An integer OR over the array, which LLVM vectorises (no early exit)
+    bad = np.uint32(0)
+    for i in range(u.size):
+        bad |= np.uint32((u.flat[i] & np.uint32(0x7F800000)) == np.uint32(0x7F800000))
+    return bad != 0

@@ -16,6 +16,11 @@ def test_supported_types() -> None:
     names = kernels.supported_types()
     assert isinstance(names, frozenset)
     assert {t.upper() for t in TYPES} | {"F32", "F16", "BF16"} <= names
+    # the list kept beside the API (asking must not import torch) is the classes registered
+    from dynq.kernels import torch_backend  # noqa: F401  (registers them)
+    from dynq.kernels.base import REGISTRY
+
+    assert names == {k.qtype.name for k in REGISTRY.values()}
 
 
 @pytest.mark.parametrize("qtype", ["q8_k", "Q8_1", "i32"])

@@ -94,7 +94,7 @@ def test_compiled_golden(qtype: str) -> None:
 def test_search_alone(qtype: str, alone: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     """``_search`` (its own hook: no pass after the trials, the on-grid flags) and the search
     with its pass, called directly: the same tensors, bit for bit, as the torch path's."""
-    cls = base.REGISTRY[qtype]
+    cls = kernels.kernel_for(qtype)
     lat = lattice(cls.name)
     gen = torch.Generator().manual_seed(len(qtype))
     b, n = 40, cls.sub

@@ -43,7 +43,7 @@ def one_program(monkeypatch: pytest.MonkeyPatch) -> None:
     program and per step of a loop, whatever the width): no CPU slicing, one wide program,
     64 neighbours a step."""
     for t in TYPES:
-        monkeypatch.setattr(base.REGISTRY[t], "cpu_slice", 1 << 20)
+        monkeypatch.setattr(kernels.kernel_for(t), "cpu_slice", 1 << 20)
     monkeypatch.setattr(fused, "_IQ_BLOCK", 1024)
     monkeypatch.setattr(fused, "_IQ_NBC", 64)
 

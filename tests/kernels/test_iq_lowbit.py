@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from dynq import kernels, qtypes
 from dynq.errors import KernelError
-from dynq.kernels import base, iq_grids
+from dynq.kernels import iq_grids
 from dynq.kernels.iq_lowbit import record_scan
 
 from ._util import DEVICE
@@ -118,7 +118,7 @@ def test_golden_chunked_torch_input(qtype: str) -> None:
     cases = ("edge", "smollm2")
     xs = np.concatenate([inputs()[c] for c in cases])
     ref = np.concatenate([golden(qtype)[f"{c}-imatrix"] for c in cases])
-    k = base.REGISTRY[qtype]
+    k = kernels.kernel_for(qtype)
     old = k.chunk_elems, k.cpu_slice
     k.chunk_elems, k.cpu_slice = 3 * xs.shape[1], 4
     try:
