@@ -61,7 +61,9 @@ def test_float_types_match_torch(qtype: str) -> None:
     ref = torch.from_numpy(x).to(dt).view(torch.uint8).numpy().reshape(-1)
     np.testing.assert_array_equal(ours, ref)
     back = kernels.dequantize(ours, qtype, [64, 37])
-    np.testing.assert_array_equal(back, torch.from_numpy(ref).view(dt).float().numpy().reshape(37, 64))
+    np.testing.assert_array_equal(
+        back, torch.from_numpy(ref).view(dt).float().numpy().reshape(37, 64)
+    )
 
 
 def test_cpu_path_does_not_import_torch() -> None:
