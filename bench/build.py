@@ -74,6 +74,16 @@ def recipe(
     path.write_text("\n".join(lines) + "\n")
 
 
+def warm(path: Path) -> None:
+    """Read ``path`` through the page cache, so that each tool starts with the input in memory
+    (on the 2-core VM the cache holds only a few GB: a file read a minute ago may be gone, and
+    whichever tool ran first paid for reading it from disk, 1.0-1.5 s for Gemma's F32)."""
+    with path.open("rb", buffering=0) as f:
+        buf = bytearray(1 << 24)
+        while f.readinto(buf):
+            pass
+
+
 def tensor_hashes(path: Path) -> dict[str, str]:
     f = read_gguf(path)
     return {t.name: hashlib.sha256(bytes(f.raw(t))).hexdigest() for t in f.tensors}
@@ -119,6 +129,7 @@ def bench_model(work: Path, name: str, lq: Path, imatrix: Path, threads: int) ->
             quantized=False,
         )
         out_dir = work / "dynq-out"
+        warm(ref)
         d_s, d_rss = run_timed(
             [
                 *DYNQ,
@@ -134,6 +145,7 @@ def bench_model(work: Path, name: str, lq: Path, imatrix: Path, threads: int) ->
             ]
         )
         lq_out = work / f"{name}-{mix}.llama.gguf"
+        warm(ref)
         l_s, l_rss = run_timed(
             [str(lq), "--imatrix", str(imatrix), str(ref), str(lq_out), mix, str(threads)]
         )

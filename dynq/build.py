@@ -146,13 +146,15 @@ def _write_metadata(w: gguf.GGUFWriter, src: GGUFFile, new: dict[str, object]) -
             w.add_key_value(key, value, _INT_KEYS[key])
 
 
-def source_floats(src: GGUFFile, t: TensorEntry) -> np.ndarray:
+def source_floats(src: GGUFFile, t: TensorEntry, mapped: bool = False) -> np.ndarray:
     """A source tensor as float32 (F16 stays float16: the kernels widen it chunk by chunk, on the
-    GPU too), shaped (..., rows, ne0) like gguf's own arrays. Read into fresh memory, not through
-    the map, so a build's resident memory stays a few tensors."""
+    GPU too), shaped (..., rows, ne0) like gguf's own arrays. F32 and F16 are read into fresh
+    memory, or with ``mapped`` viewed in the memory map (release them with
+    :meth:`GGUFFile.release` after use); either way a build's resident memory stays a few
+    tensors."""
     qt = qtypes.get(t.type)
     if qt.gguf in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16):
-        return src.array(t, copy=True)
+        return src.array(t, copy=not mapped)
     raw = src.read(t)
     if qt.name in kernels.supported_types():
         return kernels.dequantize(raw, qt, t.shape)
@@ -187,6 +189,11 @@ def quantize_tensor(
     parts = [one(experts[e], imp[e]) for e in range(experts.shape[0])]
     data = np.concatenate([p[0] for p in parts])
     return data, sum(p[1] for p in parts), sum(p[2] for p in parts)
+
+
+#: how far ahead of the tensor being read the OS is asked to read the source (bytes; asking
+#: for 1 GiB at each tensor made a Gemma 3 build slower, 64 MiB took 4.4 s down to 3.1)
+_READ_AHEAD = 1 << 26
 
 
 class _TailHasher:
@@ -494,16 +501,25 @@ class Builder:
         progress: ProgressFn | None,
     ) -> None:
         """Each source tensor read, quantized once per distinct type and written to every
-        target. The next tensor is read in a background thread while this one is quantized,
-        and the written part of each file is hashed in another."""
+        target, three tensors in flight: the next one read in a background thread while this
+        one is quantized, and the last one written (and the written part of each file hashed)
+        in two others.
+
+        On the CPU the source's F32/F16 tensors are not read ahead but viewed in its memory map,
+        the OS asked to read ahead of them: the kernels start on a tensor's first rows while
+        the rest arrives (Gemma 3 270M's embedding, 0.67 GB, took 1.8 s to read before its
+        quantization could start), and each tensor's pages are dropped after use. A GPU build
+        keeps reading whole tensors ahead, which overlaps the reads with the GPU's work."""
         by_target = {t: p.tensors for t, p in self.plans.items()}
         n = len(reader.tensors)
         done_bytes = dict.fromkeys(self.targets, 0)
+        mapped = self.opts.device in (None, "cpu")
 
         def load(i: int) -> tuple[np.ndarray | None, np.ndarray | None]:
             """Tensor ``i``'s stored bytes (if some target copies them) and floats (if some
             target quantizes them)."""
             src = reader.tensors[i]
+            reader.prefetch(src.offset, _READ_AHEAD)
             raw = x = None
             for t in self.targets:
                 pt = by_target[t][i]
@@ -511,15 +527,29 @@ class Builder:
                     if raw is None:
                         raw = reader.read(src)
                 elif x is None:
-                    x = source_floats(reader, src)
+                    x = source_floats(reader, src, mapped)
             return raw, x
 
-        with ThreadPoolExecutor(1, thread_name_prefix="dynq-read") as pool:
-            ahead = pool.submit(load, 0) if n else None
+        def write(i: int, outputs: dict[str, tuple[np.ndarray, float | None]]) -> None:
+            for target in self.targets:
+                pt = by_target[target][i]
+                writers[target].write_tensor_data(outputs[pt.type.name][0])
+                writers[target].flush()
+                hashers[target].catch_up()
+                done_bytes[target] += pt.bytes
+                if progress is not None:
+                    progress(target, i + 1, done_bytes[target], n)
+
+        with (
+            ThreadPoolExecutor(1, thread_name_prefix="dynq-read") as reads,
+            ThreadPoolExecutor(1, thread_name_prefix="dynq-write") as writes,
+        ):
+            ahead = reads.submit(load, 0) if n else None
+            written: Future[None] | None = None
             for i in range(n):
                 assert ahead is not None
                 raw, x = ahead.result()
-                ahead = pool.submit(load, i + 1) if i + 1 < n else None
+                ahead = reads.submit(load, i + 1) if i + 1 < n else None
                 outputs: dict[str, tuple[np.ndarray, float | None]] = {}
                 for target in self.targets:
                     pt = by_target[target][i]
@@ -531,14 +561,14 @@ class Builder:
                         else:
                             assert x is not None
                             outputs[key] = self._encode(x, pt)
-                    data, err = outputs[key]
-                    writers[target].write_tensor_data(data)
-                    writers[target].flush()
-                    hashers[target].catch_up()
-                    reports[target].append(TensorReport(pt.name, key, pt.bytes, err))
-                    done_bytes[target] += pt.bytes
-                    if progress is not None:
-                        progress(target, i + 1, done_bytes[target], n)
+                    reports[target].append(TensorReport(pt.name, key, pt.bytes, outputs[key][1]))
+                if mapped:
+                    reader.release(reader.tensors[i])
+                if written is not None:
+                    written.result()  # one tensor's outputs waiting at most; a write error here
+                written = writes.submit(write, i, outputs)
+            if written is not None:
+                written.result()
 
     def _encode(self, x: np.ndarray, pt: PlannedTensor) -> tuple[np.ndarray, float | None]:
         imp = self.imatrix.importance(pt.name) if self.imatrix is not None else None

@@ -44,6 +44,11 @@ def test_read_gguf_matches_gguf_reader(tmp_path):
     np.testing.assert_array_equal(f.raw(t).view(np.float32).reshape(2, 32), x)
     np.testing.assert_array_equal(f.array(t), x)
     np.testing.assert_array_equal(f.array(t, copy=True), x)
+    # a mapped view stays right after its pages are dropped (they come back from the file)
+    view = f.array(t)
+    f.prefetch(t.offset, t.nbytes)
+    f.release(t)
+    np.testing.assert_array_equal(view, x)
     r = gguf.GGUFReader(p)
     assert [rt.data_offset for rt in r.tensors] == [t.offset for t in f.tensors]
     # each key/value's encoded size: together they fill the header up to the tensor directory
