@@ -1,5 +1,3 @@
-import sys
+from dynq.cli import run
 
-from dynq.cli import main
-
-sys.exit(main())
+run()

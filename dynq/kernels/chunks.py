@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-__all__ = ["map_chunks", "rows_per_chunk", "set_threads", "threads"]
+__all__ = ["map_chunks", "rows_per_chunk", "set_threads", "shutdown", "threads"]
 
 T = TypeVar("T")
 
@@ -69,3 +69,12 @@ def map_chunks(job: Callable[[int], T], starts: Sequence[int]) -> list[T]:
     if min(n, len(starts)) <= 1:
         return [job(r0) for r0 in starts]
     return list(_pool(n).map(job, starts))
+
+
+def shutdown() -> None:
+    """Stop the pool's threads (they are started again when needed)."""
+    with _lock:
+        pools = list(_pools.values())
+        _pools.clear()
+    for pool in pools:
+        pool.shutdown(wait=True)
