@@ -8,10 +8,9 @@ division by zero gives inf/NaN as in C (numba's default raises ZeroDivisionError
 
 # ruff: noqa: E741
 
-import math
-
 import numpy as np
-from numba import njit
+from numba import njit, types
+from numba.extending import intrinsic
 
 MAGIC = np.float32(12582912.0)
 ZERO = np.float32(0.0)
@@ -404,41 +403,56 @@ def roundf(v):
     return np.float32(np.copysign(np.floor(np.abs(np.float64(v)) + 0.5), v))
 
 
+@intrinsic
+def f32_bits(typingctx, v):
+    # the bits of a float32 as an int32 (C's memcpy from float to int): one LLVM bitcast, which
+    # stays in registers, so loops of it vectorise
+    if not isinstance(v, types.Float) or v.bitwidth != 32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], context.get_value_type(types.int32))
+
+    return types.int32(types.float32), codegen
+
+
+TWO24 = np.float32(16777216.0)
+
+
 @njit(inline="always")
 def fp16_bits(v):
-    # float32 -> IEEE half bits, round to nearest even (ggml's GGML_FP32_TO_FP16, F16C's
-    # vcvtps2ph): worked in float64, where scaling by powers of two is exact; NaN -> 0x7E00
-    a = np.abs(np.float64(v))
-    sign = 0x8000 if np.copysign(1.0, v) < 0.0 else 0
-    if a != a:
-        return np.uint16(sign | 0x7E00)
-    if a >= 65520.0:  # rounds to infinity (frexp knows no exponent for inf)
-        return np.uint16(sign | 0x7C00)
-    if a < 6.103515625e-05:  # below 2**-14: subnormal (or rounds up to the smallest normal)
-        return np.uint16(sign | np.int64(np.rint(a * 16777216.0)))
-    m, e = math.frexp(a)  # a = m * 2**e, 0.5 <= m < 1
-    mant = np.int64(np.rint((m * 2.0 - 1.0) * 1024.0))
-    e -= 1
-    if mant == 1024:
-        mant = 0
-        e += 1
-    if e > 15:
-        return np.uint16(sign | 0x7C00)
-    return np.uint16(sign | ((e + 15) << 10) | mant)
+    # GGML_FP32_TO_FP16 of float32 v (round to nearest even, as F16C's vcvtps2ph): the half's
+    # bits as an int; NaN -> sign | 0x7E00. Branch-free, so a loop of it vectorises
+    b = f32_bits(v)
+    sign = (b >> 16) & 0x8000
+    a = b & 0x7FFFFFFF
+    # below 2**-14 (subnormal halves): |v|*2**24 is exact and below 1024; rint it
+    sub = np.int32((np.abs(v) * TWO24 + MAGIC) - MAGIC)
+    # normal: drop 13 mantissa bits, ties to even (a carry moves into the exponent)
+    nrm = (a + np.int32(0xFFF - 0x38000000) + ((a >> 13) & 1)) >> 13
+    h = nrm if a >= 0x38800000 else sub
+    h = 0x7C00 if a >= 0x477FF000 else h  # 65520 and up round to inf
+    h = 0x7E00 if a > 0x7F800000 else h
+    return sign | h
+
+
+#: 2**(e - 25), the weight of a half's integer significand for exponent field e (e = 0: 2**-24;
+#: 31: inf and NaN)
+_HALF_SCALE = np.array(
+    [2.0**-24] + [2.0 ** (e - 25) for e in range(1, 31)] + [np.inf], dtype=np.float32
+)
 
 
 @njit(inline="always")
 def fp16_value(h):
-    # IEEE half bits (an int) -> float32
+    # GGML_FP16_TO_FP32 of the half bits h (an int): exact
     e = (h >> 10) & 0x1F
     m = h & 0x3FF
-    if e == 0:
-        v = np.float64(m) * 5.9604644775390625e-08
-    elif e == 31:
-        v = np.inf if m == 0 else np.nan
-    else:
-        v = np.float64(m + 1024) * 2.0 ** (e - 25)
-    return np.float32(-v if h & 0x8000 else v)
+    sig = m if e == 0 else m + 1024
+    v = np.float32(sig) * _HALF_SCALE[e]
+    if e == 31 and m != 0:
+        v = np.float32(np.nan)
+    return -v if h & 0x8000 else v
 
 
 @njit(nogil=True, cache=True, error_model="numpy")

@@ -21,10 +21,11 @@ The float arithmetic is the C's, operation for operation: every float is a ``flo
 every constant too (a Python float or an int meeting a float32 would make numba compute in
 float64); numba compiles without fast-math, so there is no fused multiply-add; every sum runs
 left to right as the C's ``for`` loop does; ``nearest_int`` is ggml's ``+ 12582912.f`` bit
-trick (the float's bits read with an LLVM bitcast, :func:`_f32_bits`, so it stays in
-registers and the 256 roundings of a super-block's last pass vectorise); fp16 is
-:func:`~dynq.kernels.numba_kernels.fp16_bits` / :func:`~dynq.kernels.numba_kernels.fp16_value`
-(round to nearest even, as ``GGML_FP32_TO_FP16``).
+trick (the float's bits read with an LLVM bitcast,
+:func:`~dynq.kernels.numba_kernels.f32_bits`, so it stays in registers and the 256 roundings
+of a super-block's last pass vectorise); fp16 is :func:`~dynq.kernels.numba_kernels.fp16_bits`
+and :func:`~dynq.kernels.numba_kernels.fp16_value` (round to nearest even, as
+``GGML_FP32_TO_FP16``).
 ``error_model="numpy"``: a division by zero gives inf/NaN as in C.
 
 The ints and bools handed to the searches are runtime values (``np.int64(15)``, ``nmax < 0``),
@@ -41,9 +42,9 @@ A kernel compiled for other dtypes or a non-contiguous ``x`` is refused at compi
 import numpy as np
 from numba import njit, types
 from numba.core.errors import TypingError
-from numba.extending import intrinsic, overload
+from numba.extending import overload
 
-from dynq.kernels.numba_kernels import fp16_bits, fp16_value, q3, qkx, qp, qx
+from dynq.kernels.numba_kernels import f32_bits, fp16_bits, fp16_value, q3, qkx, qp, qx
 
 __all__ = [
     "DEQUANTIZE",
@@ -82,24 +83,11 @@ TENTH = np.float32(0.1)
 # ---- small pieces -----------------------------------------------------------------------------
 
 
-@intrinsic
-def _f32_bits(typingctx, v):
-    # the bits of a float32 as an int32 (C's memcpy from float to int): one LLVM bitcast, so
-    # nearest_int stays in registers and vectorises
-    if not isinstance(v, types.Float) or v.bitwidth != 32:
-        return None
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], context.get_value_type(types.int32))
-
-    return types.int32(types.float32), codegen
-
-
 @njit(inline="always")
 def _nint(v):
     # ggml's nearest_int: the low 23 bits of v + 1.5*2**23, minus 2**22 (exact for every float:
     # beyond 2**22, inf and NaN it wraps as the C does)
-    return (np.int64(_f32_bits(v + MAGIC)) & 0x7FFFFF) - 0x400000
+    return (np.int64(f32_bits(v + MAGIC)) & 0x7FFFFF) - 0x400000
 
 
 @njit(nogil=True, cache=True, error_model="numpy")

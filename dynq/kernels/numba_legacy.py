@@ -15,7 +15,7 @@ every constant too, no fast-math (so no fused multiply-add), every C sum runs le
 from the C's start, ggml's ``nearest_int`` is round-half-even (``rint``, exact where it is
 used here), ``roundf`` rounds half away from zero, C's float → int conversion is x86's
 (:func:`~dynq.kernels.numba_kernels.trunc_i32`), float → fp16 rounds to nearest even
-(:func:`half_bits`, F16C's ``vcvtps2ph``).
+(:func:`~dynq.kernels.numba_kernels.fp16_bits`, F16C's ``vcvtps2ph``).
 
 Without an imatrix the legacy types are ggml's ``quantize_row_*_ref``: one pass per block, row
 by row (the scale of each block, then its quants; the fp16 scales of a row converted
@@ -35,7 +35,7 @@ This module imports no torch, directly or through its imports.
 import numpy as np
 from numba import njit
 
-from dynq.kernels.numba_kernels import trunc_i32
+from dynq.kernels.numba_kernels import fp16_bits, fp16_value, trunc_i32
 
 __all__ = [
     "DEQUANTIZE",
@@ -48,8 +48,6 @@ __all__ = [
     "dequantize_q5_0",
     "dequantize_q5_1",
     "dequantize_q8_0",
-    "half_bits",
-    "half_value",
     "quantize_iq4_nl",
     "quantize_q4_0",
     "quantize_q4_1",
@@ -79,50 +77,15 @@ TWO24 = np.float32(16777216.0)
 
 
 @njit(inline="always")
-def half_bits(v, b):
-    # GGML_FP32_TO_FP16 (round to nearest even, as F16C's vcvtps2ph) of float32 v, whose bits
-    # (as an int32) are b; NaN -> sign | 0x7E00. Branch-free, so a loop of it vectorises.
-    sign = (b >> 16) & 0x8000
-    a = b & 0x7FFFFFFF
-    # below 2**-14 (subnormal halves): |v|*2**24 is exact and below 1024; rint it
-    sub = np.int32((np.abs(v) * TWO24 + MAGIC) - MAGIC)
-    # normal: drop 13 mantissa bits, ties to even (a carry moves into the exponent)
-    nrm = (a + np.int32(0xFFF - 0x38000000) + ((a >> 13) & 1)) >> 13
-    h = nrm if a >= 0x38800000 else sub
-    h = 0x7C00 if a >= 0x477FF000 else h  # 65520 and up round to inf
-    h = 0x7E00 if a > 0x7F800000 else h
-    return sign | h
-
-
-#: 2**(e - 25), the weight of a half's integer significand for exponent field e (e = 0: 2**-24;
-#: 31: inf and NaN)
-_HALF_SCALE = np.array(
-    [2.0**-24] + [2.0 ** (e - 25) for e in range(1, 31)] + [np.inf], dtype=np.float32
-)
-
-
-@njit(inline="always")
-def half_value(h):
-    # GGML_FP16_TO_FP32 of the half bits h (an int): exact
-    e = (h >> 10) & 0x1F
-    m = h & 0x3FF
-    sig = m if e == 0 else m + 1024
-    v = np.float32(sig) * _HALF_SCALE[e]
-    if e == 31 and m != 0:
-        v = NAN
-    return -v if h & 0x8000 else v
-
-
-@njit(inline="always")
 def get_half(q, r, o):
-    return half_value(np.int32(q[r, o]) | (np.int32(q[r, o + 1]) << 8))
+    return fp16_value(np.int32(q[r, o]) | (np.int32(q[r, o + 1]) << 8))
 
 
 @njit(inline="always")
-def put_halves(out, r, dv, db, nb, bsize, off):
-    # the fp16 of dv[ib] (bits db[ib]) at out[r, ib*bsize + off], little-endian, for each block
+def put_halves(out, r, dv, nb, bsize, off):
+    # the fp16 of dv[ib] at out[r, ib*bsize + off], little-endian, for each block
     for ib in range(nb):
-        h = half_bits(dv[ib], db[ib])
+        h = fp16_bits(dv[ib])
         out[r, ib * bsize + off] = np.uint8(h & 0xFF)
         out[r, ib * bsize + off + 1] = np.uint8(h >> 8)
 
@@ -501,13 +464,10 @@ def qx_tile(ws, nmax, cand, Lt):
 
 
 @njit(inline="always")
-def tile_halves(ws, off, hv, hb):
-    # hv[g] = the fp16 bits of ws[off + g], every lane (hb: a float32 scratch [G] and its bits)
+def tile_halves(ws, off, hv):
+    # hv[g] = the fp16 bits of ws[off + g], every lane
     for g in range(G):
-        hb[g] = ws[off + g]
-    hi = hb.view(np.int32)
-    for g in range(G):
-        hv[g] = half_bits(hb[g], hi[g])
+        hv[g] = fp16_bits(ws[off + g])
 
 
 # ---- Q8_0 ------------------------------------------------------------------------------------
@@ -519,7 +479,6 @@ def quantize_q8_0(x, w, has_w, out):
     rows, n = x.shape
     nb = n // QK
     dv = np.empty(nb, np.float32)
-    db = dv.view(np.int32)
     for r in range(rows):
         for ib in range(nb):
             j0 = ib * QK
@@ -537,7 +496,7 @@ def quantize_q8_0(x, w, has_w, out):
                 t = np.trunc(v)
                 v = t + np.trunc((v - t) * TWO)  # roundf: half away from zero, exactly
                 out[r, o + j] = np.uint8(trunc_i32(v) & 0xFF)
-        put_halves(out, r, dv, db, nb, 34, 0)
+        put_halves(out, r, dv, nb, 34, 0)
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
@@ -589,7 +548,6 @@ def tile_rows(x, w, out, nmax, bsize, cand, qkx3, q5):
     rows_sigma2(x, sig2)
     ws = np.zeros(WS_SIZE, np.float32)
     Lt = np.empty(QK * G, np.int32)
-    hb = np.empty(G, np.float32)
     hd = np.empty(G, np.int32)
     hm = np.empty(G, np.int32)
     lr = np.empty(G, np.int64)
@@ -604,12 +562,12 @@ def tile_rows(x, w, out, nmax, bsize, cand, qkx3, q5):
         row_weights(ws, sig2, lr)
         if qkx3:
             qkx_tile(ws, nmax, cand, Lt)
-            tile_halves(ws, SC, hd, hb)
-            tile_halves(ws, MN, hm, hb)  # -the_min
+            tile_halves(ws, SC, hd)
+            tile_halves(ws, MN, hm)  # -the_min
             o2 = 4
         else:
             qx_tile(ws, nmax, cand, Lt)
-            tile_halves(ws, QSC, hd, hb)
+            tile_halves(ws, QSC, hd)
             o2 = 2
         for g in range(m):
             r = lr[g]
@@ -633,7 +591,6 @@ def quantize_q4_0(x, w, has_w, out):
     rows, n = x.shape
     nb = n // QK
     dv = np.empty(nb, np.float32)
-    db = dv.view(np.int32)
     for r in range(rows):
         for ib in range(nb):
             j0 = ib * QK
@@ -641,7 +598,7 @@ def quantize_q4_0(x, w, has_w, out):
             idd = ONE / d if d != ZERO else ZERO
             dv[ib] = d
             put_q4_sym(x, r, j0, out, ib * 18 + 2, idd, np.float32(8.5), 15)
-        put_halves(out, r, dv, db, nb, 18, 0)
+        put_halves(out, r, dv, nb, 18, 0)
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
@@ -653,7 +610,6 @@ def quantize_q5_0(x, w, has_w, out):
     rows, n = x.shape
     nb = n // QK
     dv = np.empty(nb, np.float32)
-    db = dv.view(np.int32)
     for r in range(rows):
         for ib in range(nb):
             j0 = ib * QK
@@ -661,7 +617,7 @@ def quantize_q5_0(x, w, has_w, out):
             idd = ONE / d if d != ZERO else ZERO
             dv[ib] = d
             put_q5_sym(x, r, j0, out, ib * 22 + 2, idd, np.float32(16.5), 31)
-        put_halves(out, r, dv, db, nb, 22, 0)
+        put_halves(out, r, dv, nb, 22, 0)
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
@@ -716,9 +672,7 @@ def quantize_q4_1(x, w, has_w, out):
     rows, n = x.shape
     nb = n // QK
     dv = np.empty(nb, np.float32)
-    db = dv.view(np.int32)
     mv = np.empty(nb, np.float32)
-    mb = mv.view(np.int32)
     for r in range(rows):
         for ib in range(nb):
             j0 = ib * QK
@@ -728,8 +682,8 @@ def quantize_q4_1(x, w, has_w, out):
             dv[ib] = d
             mv[ib] = mn
             put_q4_asym(x, r, j0, out, ib * 20 + 4, mn, idd, 15, True)
-        put_halves(out, r, dv, db, nb, 20, 0)
-        put_halves(out, r, mv, mb, nb, 20, 2)
+        put_halves(out, r, dv, nb, 20, 0)
+        put_halves(out, r, mv, nb, 20, 2)
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
@@ -742,9 +696,7 @@ def quantize_q5_1(x, w, has_w, out):
     rows, n = x.shape
     nb = n // QK
     dv = np.empty(nb, np.float32)
-    db = dv.view(np.int32)
     mv = np.empty(nb, np.float32)
-    mb = mv.view(np.int32)
     for r in range(rows):
         for ib in range(nb):
             j0 = ib * QK
@@ -754,8 +706,8 @@ def quantize_q5_1(x, w, has_w, out):
             dv[ib] = d
             mv[ib] = mn
             put_q5_asym(x, r, j0, out, ib * 24 + 4, mn, idd)
-        put_halves(out, r, dv, db, nb, 24, 0)
-        put_halves(out, r, mv, mb, nb, 24, 2)
+        put_halves(out, r, dv, nb, 24, 0)
+        put_halves(out, r, mv, nb, 24, 2)
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
@@ -902,7 +854,6 @@ def quantize_iq4_nl(x, w, has_w, out):
     nb = n // QK
     ws = np.zeros(WS_SIZE, np.float32)
     Lt = np.empty(QK * G, np.int32)
-    hb = np.empty(G, np.float32)
     hd = np.empty(G, np.int32)
     lr = np.empty(G, np.int64)
     lb = np.empty(G, np.int64)
@@ -915,7 +866,7 @@ def quantize_iq4_nl(x, w, has_w, out):
         load_tile(xf, n, w, has_w, k0, m, nb, ws, lr, lb, xb, wb)
         block_weights(ws, has_w)
         iq4_tile(ws, Lt)
-        tile_halves(ws, QSC, hd, hb)
+        tile_halves(ws, QSC, hd)
         for g in range(m):
             r = lr[g]
             o = lb[g] * 18

@@ -31,12 +31,16 @@ def test_fp16_bits_round_to_nearest_even_like_numpy() -> None:
     bits = rng.integers(0, 2**32, size=200_000, dtype=np.uint64).astype(np.uint32)
     scaled = rng.standard_normal(200_000) * 10.0 ** rng.integers(-9, 6, 200_000)
     edges = [0.0, -0.0, 65504, 65519.99, 65520, -65520, 1e-8, -1e-8, 2.98e-8, 2.99e-8, 6.1e-5]
-    x = np.concatenate([bits.view(np.float32), scaled.astype(np.float32), np.float32(edges)])
-    x = np.concatenate([x[~np.isnan(x)], np.float32([np.inf, -np.inf])])
+    sweep = np.arange(0, 1 << 32, 4099, dtype=np.uint64).astype(np.uint32)  # every exponent
+    infs = np.uint32([0x7F800000, 0xFF800000, 0x477FF000]).view(np.float32)
+    parts = [bits, sweep, scaled.astype(np.float32), np.float32(edges), infs]
+    x = np.concatenate([p.view(np.float32) for p in parts])
+    nan = np.isnan(x)
     out = np.empty(x.size, np.uint16)
     _encode(x, out)
     with np.errstate(over="ignore"):
-        np.testing.assert_array_equal(out, x.astype(np.float16).view(np.uint16))
+        np.testing.assert_array_equal(out[~nan], x[~nan].astype(np.float16).view(np.uint16))
+    assert np.all((out[nan] & 0x7FFF) == 0x7E00)
 
 
 def test_fp16_value_decodes_every_half() -> None:

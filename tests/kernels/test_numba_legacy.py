@@ -189,41 +189,6 @@ def test_dequantize_any_bytes(qtype: str, torch_ref) -> None:  # type: ignore[no
     assert np.array_equal(y[~nan].view(np.uint32), yr[~nan].view(np.uint32))
 
 
-def test_half_conversions() -> None:
-    """half_bits is numpy's float32 -> float16 (round to nearest even) on a sweep of float32
-    bit patterns over every exponent; half_value is float16 -> float32 on all 65536 halves."""
-    from numba import njit
-
-    @njit
-    def to_half(v, out):
-        b = v.view(np.int32)
-        for i in range(v.shape[0]):
-            out[i] = numba_legacy.half_bits(v[i], b[i])
-
-    @njit
-    def from_half(h, out):
-        for i in range(h.shape[0]):
-            out[i] = numba_legacy.half_value(np.int32(h[i]))
-
-    bits = np.arange(0, 1 << 32, 4099, dtype=np.uint64).astype(np.uint32)
-    bits = np.concatenate([bits, np.uint32([0x7F800000, 0xFF800000, 0x477FF000, 0x477FEFFF])])
-    v = bits.view(np.float32)
-    ok = ~np.isnan(v)
-    out = np.empty(v.shape, np.int32)
-    to_half(v, out)
-    with np.errstate(over="ignore"):
-        ref = v[ok].astype(np.float16).view(np.uint16)
-    assert np.array_equal(out[ok].astype(np.uint16), ref)
-    assert np.all((out[~ok] & 0x7FFF) == 0x7E00)
-    h = np.arange(1 << 16, dtype=np.uint16)
-    y = np.empty(h.shape, np.float32)
-    from_half(h, y)
-    r = h.view(np.float16).astype(np.float32)
-    nan = np.isnan(r)
-    assert np.array_equal(np.isnan(y), nan)
-    assert np.array_equal(y[~nan].view(np.uint32), r[~nan].view(np.uint32))
-
-
 def test_iq4_best_index() -> None:
     """iq4_index / iq4_value (midpoint thresholds) are ggml's best_index_int8(16,
     kvalues_iq4nl, v) and its value, around every threshold and on a spread of values."""
