@@ -1,8 +1,9 @@
 """The k-quant scale searches of :mod:`dynq.kernels.search`, compiled for the CPU with numba.
 
 (With them the two float32 building blocks they lean on, :func:`seq_sum` and :func:`sqrtf`,
-the legacy types' single-pass quantizers, ``quantize_row_q{8_0,4_0,5_0,4_1,5_1}_ref``, and
-the build report's error sums.)
+and the error sums of the torch backend's build reports.) These serve the torch classes when
+they run on the CPU: the types :mod:`dynq.kernels.cpu` does not compile, and the tests that hold
+the torch reference to ggml's bytes there.
 In torch a search is a dozen passes over a chunk per candidate scale; here it is ggml's own loop,
 group by group, compiled to machine code (numba's ``njit``), with the group's values in cache
 and every sum in a register. The arithmetic is the C's, operation for operation (float32
@@ -27,7 +28,6 @@ from torch import Tensor
 from dynq.kernels.iq_grids import REDO, Lattice, lattice
 
 __all__ = [
-    "asym_ref",
     "error_sums",
     "iq1_best_neighbours",
     "iq1_m_blocks",
@@ -40,11 +40,9 @@ __all__ = [
     "make_qkx_quants",
     "make_qp_quants",
     "make_qx_quants",
-    "q8_0_ref",
     "requant",
     "seq_sum",
     "sqrtf",
-    "sym_ref",
     "used_for",
 ]
 
@@ -146,36 +144,6 @@ def requant(x: Tensor, d: Tensor, dm: Tensor | None, L: Tensor, lo: int, hi: int
     out = np.empty(Ls.shape, np.int32)
     _impl().requant(xs, ds, dms, dm is not None, Ls, lo, hi, out)
     return torch.from_numpy(out).view(s, nsub, sub)
-
-
-def q8_0_ref(x: Tensor) -> tuple[Tensor, Tensor]:
-    """Q8_0's ``quantize_row_q8_0_ref`` over blocks ``x`` ``[N, 32]``: ``(d [N, 1], the 32
-    int8 quants as uint8 [N, 32])``."""
-    b, n = x.shape
-    d = np.empty(b, np.float32)
-    q = np.empty((b, n), np.uint8)
-    _impl().q8_0_ref(_np(x), d, q)
-    return torch.from_numpy(d).view(b, 1), torch.from_numpy(q)
-
-
-def sym_ref(x: Tensor, div: float, bias: float, nmax: int) -> tuple[Tensor, Tensor]:
-    """Q4_0's / Q5_0's ``quantize_row_*_ref`` over blocks ``x``: ``(d [N, 1], q [N, 32] int32)``."""
-    b, n = x.shape
-    d = np.empty(b, np.float32)
-    q = np.empty((b, n), np.int32)
-    _impl().sym_ref(_np(x), np.float32(div), np.float32(bias), nmax, d, q)
-    return torch.from_numpy(d).view(b, 1), torch.from_numpy(q)
-
-
-def asym_ref(x: Tensor, nmax: int) -> tuple[Tensor, Tensor, Tensor]:
-    """Q4_1's / Q5_1's ``quantize_row_*_ref`` over blocks ``x``: ``(d [N, 1], min [N, 1], q [N,
-    32] int32)``; ``q`` is clamped to 15 for Q4_1 only, as in the C."""
-    b, n = x.shape
-    d = np.empty(b, np.float32)
-    m = np.empty(b, np.float32)
-    q = np.empty((b, n), np.int32)
-    _impl().asym_ref(_np(x), nmax, nmax == 15, d, m, q)
-    return torch.from_numpy(d).view(b, 1), torch.from_numpy(m).view(b, 1), torch.from_numpy(q)
 
 
 def error_sums(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:

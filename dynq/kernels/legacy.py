@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from dynq.kernels import compiled
 from dynq.kernels.base import (
     F32,
     I32,
@@ -73,9 +72,6 @@ class Q8_0(BlockKernel, qtype="q8_0"):
 
     @classmethod
     def quantize_blocks(cls, x: Tensor, w: Tensor | None) -> Tensor:
-        if compiled.used_for(x):
-            d, qb = compiled.q8_0_ref(x)
-            return torch.cat([fp16_bytes(d), qb], dim=1)
         amax = x.abs().max(dim=1, keepdim=True).values
         d = divc(amax, 127)
         q = trunc_i32(roundf(x * _inv(d))).to(torch.int8)
@@ -104,9 +100,6 @@ class Q4_0(BlockKernel, qtype="q4_0"):
 
     @classmethod
     def quantize_blocks(cls, x: Tensor, w: Tensor | None) -> Tensor:
-        if compiled.used_for(x):
-            d, q = compiled.sym_ref(x, -8.0, 8.5, 15)
-            return torch.cat([fp16_bytes(d), _nibbles(q)], dim=1)
         _, mx = first_abs_max(x)
         d = divc(mx, -8)
         xi = trunc_i32(x * _inv(d) + 8.5).clamp_(max=15)
@@ -141,9 +134,6 @@ class Q4_1(BlockKernel, qtype="q4_1"):
 
     @classmethod
     def quantize_blocks(cls, x: Tensor, w: Tensor | None) -> Tensor:
-        if compiled.used_for(x):
-            d, mn, xi = compiled.asym_ref(x, cls.nmax)
-            return cls._pack(d, mn, xi)
         mn = first_min(x)
         mx = x.max(dim=1, keepdim=True).values
         d = divc(mx - mn, cls.nmax)
@@ -181,9 +171,6 @@ class Q5_0(BlockKernel, qtype="q5_0"):
 
     @classmethod
     def quantize_blocks(cls, x: Tensor, w: Tensor | None) -> Tensor:
-        if compiled.used_for(x):
-            d, q = compiled.sym_ref(x, -16.0, 16.5, 31)
-            return cls._pack(d, q)
         _, mx = first_abs_max(x)
         d = divc(mx, -16)
         xi = trunc_i32(x * _inv(d) + 16.5).clamp_(max=31)

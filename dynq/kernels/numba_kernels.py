@@ -385,7 +385,6 @@ def requant(x, d, dm, has_dm, L, lo, hi, out):
 
 I32_LO = np.float32(-2147483648.0)
 I32_HI = np.float32(2147483648.0)
-HALF = np.float32(0.5)
 
 
 @njit(inline="always")
@@ -395,12 +394,6 @@ def trunc_i32(v):
     if v >= I32_LO and v < I32_HI:
         return np.int32(v)
     return np.int32(-2147483648)
-
-
-@njit(inline="always")
-def roundf(v):
-    # C roundf: half away from zero (exact in float64: |v| + 0.5 does not round there)
-    return np.float32(np.copysign(np.floor(np.abs(np.float64(v)) + 0.5), v))
 
 
 @intrinsic
@@ -453,68 +446,6 @@ def fp16_value(h):
     if e == 31 and m != 0:
         v = np.float32(np.nan)
     return -v if h & 0x8000 else v
-
-
-@njit(nogil=True, cache=True, error_model="numpy")
-def q8_0_ref(x, d_out, q_out):
-    # quantize_row_q8_0_ref: d = amax/127, q = roundf(x/d) (the low byte of the int)
-    B, n = x.shape
-    for b in range(B):
-        amax = ZERO
-        for j in range(n):
-            v = np.abs(x[b, j])
-            if v > amax:
-                amax = v
-        d = amax / np.float32(127.0)
-        idd = ONE / d if d != ZERO else ZERO
-        d_out[b] = d
-        for j in range(n):
-            q_out[b, j] = trunc_i32(roundf(x[b, j] * idd)) & 0xFF
-
-
-@njit(nogil=True, cache=True, error_model="numpy")
-def sym_ref(x, div, bias, nmax, d_out, q_out):
-    # quantize_row_q4_0_ref (div -8, bias 8.5, nmax 15) and quantize_row_q5_0_ref (-16, 16.5,
-    # 31): d = max/div with max the first value of largest magnitude, q = MIN(nmax, x/d + bias)
-    B, n = x.shape
-    for b in range(B):
-        amax = ZERO
-        mx = ZERO
-        for j in range(n):
-            v = x[b, j]
-            if np.abs(v) > amax:
-                amax = np.abs(v)
-                mx = v
-        d = mx / div
-        idd = ONE / d if d != ZERO else ZERO
-        d_out[b] = d
-        for j in range(n):
-            q = trunc_i32(x[b, j] * idd + bias)
-            q_out[b, j] = q if q < nmax else nmax
-
-
-@njit(nogil=True, cache=True, error_model="numpy")
-def asym_ref(x, nmax, clamp, d_out, m_out, q_out):
-    # quantize_row_q4_1_ref (nmax 15, clamped) and quantize_row_q5_1_ref (31, not clamped):
-    # d = (max - min)/nmax, q = (x - min)/d + 0.5f
-    B, n = x.shape
-    fnmax = np.float32(nmax)
-    for b in range(B):
-        mn = x[b, 0]
-        mx = x[b, 0]
-        for j in range(1, n):
-            v = x[b, j]
-            if v < mn:
-                mn = v
-            if v > mx:
-                mx = v
-        d = (mx - mn) / fnmax
-        idd = ONE / d if d != ZERO else ZERO
-        d_out[b] = d
-        m_out[b] = mn
-        for j in range(n):
-            q = trunc_i32((x[b, j] - mn) * idd + HALF)
-            q_out[b, j] = q if not clamp or q < nmax else nmax
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
