@@ -15,16 +15,16 @@ Every float is a ``float32`` and every constant too (a Python float would make n
 in float64); numba compiles without fast-math (no fused multiply-add); every sum runs left to
 right from ``0.f`` as the torch path's; ``error_model="numpy"``: a division by zero gives
 inf/NaN as in C. ggml's ``nearest_int`` reads the bits of a float: an LLVM bitcast
-(:func:`f32_bits`), never a trip through memory (an array store in the hot loop would keep LLVM
-from holding the block in registers).
+(:func:`~dynq.kernels.numba_kernels.f32_bits`), never a trip through memory (an array store in
+the hot loop would keep LLVM from holding the block in registers).
 """
 
 # ruff: noqa: E741
 
 import numpy as np
-from llvmlite import ir
-from numba import njit, types
-from numba.extending import intrinsic
+from numba import njit
+
+from dynq.kernels.numba_kernels import f32_bits
 
 MAGIC = np.float32(12582912.0)
 ZERO = np.float32(0.0)
@@ -33,17 +33,6 @@ HALF = np.float32(0.5)
 #: |v| up to here: ggml's nearest_int is round-half-even, done in registers
 LIM = np.float32(4194304.0)
 FLT_MAX = np.float32(3.4028234663852886e38)
-
-
-@intrinsic
-def f32_bits(typingctx, v):
-    # the bits of a float32 as an int32 (C's memcpy / union pun): an LLVM bitcast, in registers
-    sig = types.int32(types.float32)
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.IntType(32))
-
-    return sig, codegen
 
 
 @njit(inline="always")
