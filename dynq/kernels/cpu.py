@@ -54,6 +54,10 @@ def _bf16(x: np.ndarray) -> np.ndarray:
     return ((u + (np.uint32(0x7FFF) + ((u >> 16) & np.uint32(1)))) >> 16).astype(np.uint16)
 
 
+#: the importance argument of a compiled quantizer called without one (never read)
+_NO_W = np.zeros(1, dtype=np.float32)
+
+
 def quantize_rows(name: str, x: np.ndarray, w: np.ndarray | None, out: np.ndarray) -> None:
     """Quantize float32 rows ``x`` ``[rows, n]`` (C-contiguous) into ``out`` ``[rows,
     row_bytes]`` (uint8); ``w``: float32 ``[n]`` importance or None. The GIL is released."""
@@ -67,9 +71,6 @@ def quantize_rows(name: str, x: np.ndarray, w: np.ndarray | None, out: np.ndarra
     else:
         has_w = w is not None
         _compiled()[0][name](x, w if has_w else _NO_W, has_w, out)
-
-
-_NO_W = np.zeros(1, dtype=np.float32)
 
 
 def dequantize_rows(name: str, q: np.ndarray, out: np.ndarray) -> None:
