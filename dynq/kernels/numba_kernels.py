@@ -19,11 +19,24 @@ EPS = np.float32(1e-15)
 INF = np.float32(np.inf)
 
 
+@intrinsic
+def f32_bits(typingctx, v):
+    # the bits of a float32 as an int32 (C's memcpy from float to int): one LLVM bitcast, which
+    # stays in registers, so loops of it vectorise
+    if not isinstance(v, types.Float) or v.bitwidth != 32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], context.get_value_type(types.int32))
+
+    return types.int32(types.float32), codegen
+
+
 @njit(inline="always")
-def nearest_int(v, fb, ib):
-    # ggml's nearest_int: the low 23 bits of v + 1.5*2**23, minus 2**22
-    fb[0] = v + MAGIC
-    return (ib[0] & 0x7FFFFF) - 0x400000
+def nearest_int(v):
+    # ggml's nearest_int: the low 23 bits of v + 1.5*2**23, minus 2**22 (exact for every float:
+    # beyond 2**22, inf and NaN it wraps as the C does), the bits read in registers
+    return (np.int64(f32_bits(v + MAGIC)) & 0x7FFFFF) - 0x400000
 
 
 @njit(inline="always")
@@ -229,8 +242,6 @@ def qp(x, w, nmax, cand, scale_out, L_out):
     # make_qp_quants (cand: 0.1f*is + nmax); L[] is uint8_t in the C
     B, n = x.shape
     fnmax = np.float32(nmax)
-    fb = np.empty(1, np.float32)
-    ib = fb.view(np.int32)
     L = np.empty(n, np.int64)
     for b in range(B):
         mx = ZERO
@@ -241,7 +252,7 @@ def qp(x, w, nmax, cand, scale_out, L_out):
             continue
         iscale = fnmax / mx
         for j in range(n):
-            L[j] = nearest_int(iscale * x[b, j], fb, ib) & 0xFF
+            L[j] = nearest_int(iscale * x[b, j]) & 0xFF
         scale = ONE / iscale
         best = ZERO
         for j in range(n):
@@ -252,7 +263,7 @@ def qp(x, w, nmax, cand, scale_out, L_out):
             sc = ONE / isc
             mse = ZERO
             for j in range(n):
-                l = min(nmax, nearest_int(isc * x[b, j], fb, ib))
+                l = min(nmax, nearest_int(isc * x[b, j]))
                 diff = x[b, j] - sc * np.float32(l)
                 mse += w[b, j] * diff * diff
             if mse < best:
@@ -261,7 +272,7 @@ def qp(x, w, nmax, cand, scale_out, L_out):
         sumlx = ZERO
         suml2 = ZERO
         for j in range(n):
-            l = min(nmax, nearest_int(iscale * x[b, j], fb, ib))
+            l = min(nmax, nearest_int(iscale * x[b, j]))
             L[j] = l & 0xFF
             lf = np.float32(l)
             sumlx += w[b, j] * x[b, j] * lf
@@ -275,7 +286,7 @@ def qp(x, w, nmax, cand, scale_out, L_out):
                 slx = sumlx - wi * xi * li
                 sl2 = suml2 - wi * li * li
                 if slx > ZERO and sl2 > ZERO:
-                    new_l = min(nmax, nearest_int(xi * sl2 / slx, fb, ib))
+                    new_l = min(nmax, nearest_int(xi * sl2 / slx))
                     if new_l != L[i]:
                         nl = np.float32(new_l)
                         slx += wi * xi * nl
@@ -296,8 +307,6 @@ def qp(x, w, nmax, cand, scale_out, L_out):
 def q3(x, nmax, scale_out, L_out):
     # make_q3_quants(do_rmse=true)
     B, n = x.shape
-    fb = np.empty(1, np.float32)
-    ib = fb.view(np.int32)
     L = np.empty(n, np.int64)
     for b in range(B):
         amax, mx = first_abs_max(x, b, n)
@@ -309,7 +318,7 @@ def q3(x, nmax, scale_out, L_out):
         suml2 = ZERO
         for j in range(n):
             xj = x[b, j]
-            l = min(max(nearest_int(iscale * xj, fb, ib), -nmax), nmax - 1)
+            l = min(max(nearest_int(iscale * xj), -nmax), nmax - 1)
             L[j] = l
             wj = xj * xj
             lf = np.float32(l)
@@ -324,7 +333,7 @@ def q3(x, nmax, scale_out, L_out):
                 slx = sumlx - wi * xi * li
                 if slx > ZERO:
                     sl2 = suml2 - wi * li * li
-                    new_l = min(max(nearest_int(xi * sl2 / slx, fb, ib), -nmax), nmax - 1)
+                    new_l = min(max(nearest_int(xi * sl2 / slx), -nmax), nmax - 1)
                     if new_l != L[i]:
                         nl = np.float32(new_l)
                         slx += wi * xi * nl
@@ -368,8 +377,6 @@ def requant(x, d, dm, has_dm, L, lo, hi, out):
     # every k-quant's last pass: l = nearest_int((x + dm)/d) clamped to [lo, hi]; where d == 0
     # the C skips the group (`if (!d) continue;`) and the search's L stays
     G, sub = x.shape
-    fb = np.empty(1, np.float32)
-    ib = fb.view(np.int32)
     for g in range(G):
         dg = d[g]
         if dg == ZERO:
@@ -378,7 +385,7 @@ def requant(x, d, dm, has_dm, L, lo, hi, out):
             continue
         for i in range(sub):
             v = x[g, i] + dm[g] if has_dm else x[g, i]
-            out[g, i] = min(max(nearest_int(v / dg, fb, ib), lo), hi)
+            out[g, i] = min(max(nearest_int(v / dg), lo), hi)
 
 
 # ---- the legacy types' single-pass quantizers (ggml's quantize_row_*_ref) --------------------
@@ -394,19 +401,6 @@ def trunc_i32(v):
     if v >= I32_LO and v < I32_HI:
         return np.int32(v)
     return np.int32(-2147483648)
-
-
-@intrinsic
-def f32_bits(typingctx, v):
-    # the bits of a float32 as an int32 (C's memcpy from float to int): one LLVM bitcast, which
-    # stays in registers, so loops of it vectorise
-    if not isinstance(v, types.Float) or v.bitwidth != 32:
-        return None
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], context.get_value_type(types.int32))
-
-    return types.int32(types.float32), codegen
 
 
 TWO24 = np.float32(16777216.0)

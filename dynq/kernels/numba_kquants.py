@@ -22,7 +22,7 @@ every constant too (a Python float or an int meeting a float32 would make numba 
 float64); numba compiles without fast-math, so there is no fused multiply-add; every sum runs
 left to right as the C's ``for`` loop does; ``nearest_int`` is ggml's ``+ 12582912.f`` bit
 trick (the float's bits read with an LLVM bitcast,
-:func:`~dynq.kernels.numba_kernels.f32_bits`, so it stays in registers and the 256 roundings
+:func:`~dynq.kernels.numba_kernels.nearest_int`, so it stays in registers and the 256 roundings
 of a super-block's last pass vectorise); fp16 is :func:`~dynq.kernels.numba_kernels.fp16_bits`
 and :func:`~dynq.kernels.numba_kernels.fp16_value` (round to nearest even, as
 ``GGML_FP32_TO_FP16``).
@@ -44,7 +44,7 @@ from numba import njit, types
 from numba.core.errors import TypingError
 from numba.extending import overload
 
-from dynq.kernels.numba_kernels import f32_bits, fp16_bits, fp16_value, q3, qkx, qp, qx
+from dynq.kernels.numba_kernels import fp16_bits, fp16_value, nearest_int, q3, qkx, qp, qx
 
 __all__ = [
     "DEQUANTIZE",
@@ -81,13 +81,6 @@ TENTH = np.float32(0.1)
 
 
 # ---- small pieces -----------------------------------------------------------------------------
-
-
-@njit(inline="always")
-def _nint(v):
-    # ggml's nearest_int: the low 23 bits of v + 1.5*2**23, minus 2**22 (exact for every float:
-    # beyond 2**22, inf and NaN it wraps as the C does)
-    return (np.int64(f32_bits(v + MAGIC)) & 0x7FFFFF) - 0x400000
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
@@ -172,7 +165,7 @@ def _requant(xr, dv, mv, has_dm, lo, hi, off, Lr):
     for k in range(QK_K):
         d = dv[k]
         v = (xr[k] + mv[k]) / d if has_dm else xr[k] / d
-        l = _nint(v)
+        l = nearest_int(v)
         l = l if l < hi else hi
         l = l if l > lo else lo
         Lr[k] = Lr[k] if d == ZERO else np.int32(l + off)
@@ -346,8 +339,8 @@ def _quantize_q45k(x, w, has_w, out, nmax):
                 inv_scale = F_63 / max_scale if max_scale > ZERO else ZERO
                 inv_min = F_63 / max_min if max_min > ZERO else ZERO
                 for j in range(8):
-                    ls[j] = min(_nint(inv_scale * scales[8 * b + j]) & 0xFF, 63)
-                    lm[j] = min(_nint(inv_min * mins[8 * b + j]) & 0xFF, 63)
+                    ls[j] = min(nearest_int(inv_scale * scales[8 * b + j]) & 0xFF, 63)
+                    lm[j] = min(nearest_int(inv_min * mins[8 * b + j]) & 0xFF, 63)
                 d = max_scale / F_63
                 dmin = max_min / F_63
             dq = _put_fp16(ob, 0, d)
@@ -494,7 +487,7 @@ def quantize_q6_k(x, w, has_w, out):
             iscale = F_M128 / max_scale
             dq = _put_fp16(ob, 208, ONE / iscale)
             for j in range(16):
-                v = min(_nint(iscale * scales[g0 + j]), 127) & 0xFF
+                v = min(nearest_int(iscale * scales[g0 + j]), 127) & 0xFF
                 ob[192 + j] = v
                 sc[j] = v - 256 if v > 127 else v
             for j in range(16):
@@ -631,7 +624,7 @@ def quantize_q3_k(x, w, has_w, out):
                     if has_w:
                         l = np.int64(Ls[b, j])
                     else:
-                        l = _nint(iscale * scales[g0 + j]) & 0xFF
+                        l = nearest_int(iscale * scales[g0 + j]) & 0xFF
                         l = l - 256 if l > 127 else l  # int8_t
                         l = min(max(l, -32), 31) + 32
                     if j < 8:
@@ -766,7 +759,7 @@ def quantize_q2_k(x, w, has_w, out):
                 if max_scale > ZERO:
                     iscale = F_15 / max_scale
                     for j in range(16):
-                        ob[j] = _nint(iscale * scales[g0 + j]) & 0xFF
+                        ob[j] = nearest_int(iscale * scales[g0 + j]) & 0xFF
                     d = max_scale / F_15
                 else:
                     for j in range(16):
@@ -775,7 +768,7 @@ def quantize_q2_k(x, w, has_w, out):
                 if max_min > ZERO:
                     iscale = F_15 / max_min
                     for j in range(16):
-                        l = _nint(iscale * mins[g0 + j])
+                        l = nearest_int(iscale * mins[g0 + j])
                         ob[j] = (np.int64(ob[j]) | (l << 4)) & 0xFF
                     dmin = max_min / F_15
                 else:
