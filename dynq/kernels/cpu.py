@@ -3,9 +3,9 @@
 For the types it covers (:func:`handles`) the CPU path of :func:`dynq.kernels.quantize` runs
 here, and torch is never imported: rows go from float32 straight to the bytes GGUF stores in one
 compiled loop per chunk (``numba_legacy`` for the 32-element block types, ``numba_kquants`` for
-the k-quants), and back. Every other type, and every GPU, goes through the torch classes
-(:mod:`dynq.kernels.torch_backend`), which are also the reference these loops are tested
-against byte for byte.
+the k-quants, ``numba_iquants`` for IQ4_NL and IQ4_XS), and back. Every other type, and every
+GPU, goes through the torch classes (:mod:`dynq.kernels.torch_backend`), which are also the
+reference these loops are tested against byte for byte.
 
 ``DYNQ_COMPILED=0`` (or numba missing) leaves only the float types here: the rest runs in torch.
 """
@@ -34,11 +34,11 @@ def _compiled() -> tuple[dict[str, Callable], dict[str, Callable]]:
         import numba  # noqa: F401
     except ImportError:
         return {}, {}
-    from dynq.kernels import numba_kquants, numba_legacy
+    from dynq.kernels import numba_iquants, numba_kquants, numba_legacy
 
     return (
-        {**numba_legacy.QUANTIZE, **numba_kquants.QUANTIZE},
-        {**numba_legacy.DEQUANTIZE, **numba_kquants.DEQUANTIZE},
+        {**numba_legacy.QUANTIZE, **numba_kquants.QUANTIZE, **numba_iquants.QUANTIZE},
+        {**numba_legacy.DEQUANTIZE, **numba_kquants.DEQUANTIZE, **numba_iquants.DEQUANTIZE},
     )
 
 

@@ -6,26 +6,27 @@ multiple of 32) → ``out`` uint8 ``[rows, row_bytes]``, exactly the bytes ggml'
 ``quantize_<t>`` writes; ``w`` float32 ``[n]`` is its ``quant_weights`` (the imatrix), read only
 when ``has_w`` (otherwise a 1-element dummy). ``dequantize_<t>(q, out)``: ``q`` uint8
 ``[rows, row_bytes]`` → ``out`` float32 ``[rows, n]``, exactly ggml's ``dequantize_row_<t>``.
-Types: Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL (:data:`QUANTIZE`, :data:`DEQUANTIZE`).
+Types: Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 (:data:`QUANTIZE`, :data:`DEQUANTIZE`); IQ4_NL and IQ4_XS,
+which search on the tiles defined here, are in :mod:`dynq.kernels.numba_iquants`.
 
-The specification is the torch path, :mod:`dynq.kernels.legacy` and
-:mod:`dynq.kernels.iquants` (ggml's ``ggml-quants.c`` operation for operation), and the
-conventions are those of :mod:`dynq.kernels.numba_kernels`: every float is a ``float32`` and
-every constant too, no fast-math (so no fused multiply-add), every C sum runs left to right
-from the C's start, ggml's ``nearest_int`` is round-half-even (``rint``, exact where it is
-used here), ``roundf`` rounds half away from zero, C's float → int conversion is x86's
-(:func:`~dynq.kernels.numba_kernels.trunc_i32`), float → fp16 rounds to nearest even
-(:func:`~dynq.kernels.numba_kernels.fp16_bits`, F16C's ``vcvtps2ph``).
+The specification is the torch path, :mod:`dynq.kernels.legacy` (ggml's ``ggml-quants.c``
+operation for operation), and the conventions are those of :mod:`dynq.kernels.numba_kernels`:
+every float is a ``float32`` and every constant too, no fast-math (so no fused multiply-add),
+every C sum runs left to right from the C's start, ggml's ``nearest_int`` is round-half-even
+(``rint``, exact where it is used here), ``roundf`` rounds half away from zero, C's float → int
+conversion is x86's (:func:`~dynq.kernels.numba_kernels.trunc_i32`), float → fp16 rounds to
+nearest even (:func:`~dynq.kernels.numba_kernels.fp16_bits`, F16C's ``vcvtps2ph``).
 
 Without an imatrix the legacy types are ggml's ``quantize_row_*_ref``: one pass per block, row
 by row (the scale of each block, then its quants; the fp16 scales of a row converted
 together). With one, the blocks' weights ``qw[j]*sqrtf(sigma2 + x[j]^2)`` (sigma2: the row's
 sum of squares, left to right, over ``n``) feed a search: ``make_qx_quants`` (Q4_0, Q5_0),
-``make_qkx3_quants`` (Q4_1, Q5_1), IQ4_NL's scale trials. Those run :data:`LANES` blocks side
-by side, each block one lane of a tile ``[32, LANES]`` (the C's loops over a block's values
-become loops over the tile's rows, each a vector op over the lanes; its branches become
-per-lane selects), as :func:`~dynq.kernels.numba_kernels.qkx` does. Tiles are flat arrays
-indexed ``j*LANES + g`` (2-D indexing costs the hot loops a third of their speed).
+``make_qkx3_quants`` (Q4_1, Q5_1). Those run :data:`LANES` blocks side by side, each block
+one lane of a tile ``[32, LANES]`` (the C's loops over a block's values become loops over the
+tile's rows, each a vector op over the lanes; its branches become per-lane selects), as
+:func:`~dynq.kernels.numba_kernels.qkx` does. Tiles are flat arrays indexed ``j*LANES + g``
+(2-D indexing costs the hot loops a third of their speed). The tiles, their workspace layout
+and the byte helpers are shared with :mod:`dynq.kernels.numba_iquants`.
 
 This module imports no torch, directly or through its imports.
 """
@@ -39,16 +40,13 @@ from dynq.kernels.numba_kernels import fp16_bits, fp16_value, trunc_i32
 
 __all__ = [
     "DEQUANTIZE",
-    "KVALUES_IQ4NL",
     "LANES",
     "QUANTIZE",
-    "dequantize_iq4_nl",
     "dequantize_q4_0",
     "dequantize_q4_1",
     "dequantize_q5_0",
     "dequantize_q5_1",
     "dequantize_q8_0",
-    "quantize_iq4_nl",
     "quantize_q4_0",
     "quantize_q4_1",
     "quantize_q5_0",
@@ -741,159 +739,12 @@ def dequantize_q5_1(q, out):
                 out[r, ib * QK + j + 16] = np.float32((b >> 4) | h1) * d + m
 
 
-# ---- IQ4_NL ----------------------------------------------------------------------------------
-
-#: ggml's kvalues_iq4nl
-KVALUES_IQ4NL = (-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113)
-_KV = np.array(KVALUES_IQ4NL, dtype=np.float32)
-KV0 = np.float32(KVALUES_IQ4NL[0])
-#: where best_index_int8(16, kvalues_iq4nl, v) steps from k-1 to k (k = 1..15): the midpoints
-#: of neighbouring values, exactly (the C's float32 test `x - val[mu-1] < val[mu] - x` flips
-#: there, ties going up; tests/kernels/test_numba_legacy.py checks it against the C's search)
-_IQ4_TH = np.array([(_KV[k - 1] + _KV[k]) / 2 for k in range(1, 16)], dtype=np.float32)
-_IQ4_STEP = np.array([_KV[k] - _KV[k - 1] for k in range(1, 16)], dtype=np.float32)
-#: the trial numerators itry + values[0], itry = -7..7 (quantize_iq4_nl's ntry = 7)
-_IQ4_NUM = np.array([i + KVALUES_IQ4NL[0] for i in range(-7, 8)], dtype=np.float32)
-NIQ = 16  # trials: the first (-max/values[0]), then the 15 numerators
-
-
-@njit(inline="always")
-def iq4_value(v):
-    # kvalues_iq4nl[best_index_int8(16, kvalues_iq4nl, v)] for v not NaN: the lowest value
-    # plus the steps whose midpoint v reaches (exact: small integers)
-    q = KV0
-    for k in range(15):
-        q += _IQ4_STEP[k] if v >= _IQ4_TH[k] else ZERO
-    return q
-
-
-@njit(inline="always")
-def iq4_index(v):
-    # best_index_int8(16, kvalues_iq4nl, v) (NaN: 15, as the C's binary search ends)
-    i = 0
-    for k in range(15):
-        i += 1 if v >= _IQ4_TH[k] else 0
-    return i if v == v else 15
-
-
-@njit(inline="always")
-def block_weights(ws, has_w):
-    # quantize_row_iq4_nl_impl's weights: qw[j]*sqrtf(sigma2 + x[j]^2) with sigma2 = 2/32 *
-    # the block's sum of squares (left to right from 0), or x[j]^2 without an imatrix
-    if has_w:
-        for g in range(G):
-            ws[SG + g] = ZERO
-        for j in range(QK):
-            for g in range(G):
-                v = ws[XT + j * G + g]
-                ws[SG + g] += v * v
-        for g in range(G):
-            ws[SG + g] = ws[SG + g] * np.float32(2.0 / QK)
-        sqrt_weights(ws)
-    else:
-        for k in range(QK * G):
-            ws[WT + k] = ws[XT + k] * ws[XT + k]
-
-
-@njit(inline="always")
-def iq4_tile(ws, Lt):
-    # quantize_row_iq4_nl_impl(32, 32, …, ntry 7) for the tile's lanes: the trial inverse
-    # scales (1/(-max/values[0]), then (itry + values[0])/max) summed side by side (each sum
-    # left to right over the block), ggml's in-order choice of the scale d, then the levels of
-    # x/d. Leaves d in ws[QSC + g] (0 for an all-zero block), the indices in Lt.
-    for g in range(G):
-        ws[QMX + g] = ZERO
-    for j in range(QK):
-        for g in range(G):
-            v = ws[XT + j * G + g]
-            ws[QMX + g] = v if np.abs(v) > np.abs(ws[QMX + g]) else ws[QMX + g]
-    for g in range(G):
-        # an all-zero block's max is taken as 1 (finite work; its result is replaced below)
-        m = ws[QMX + g] if np.abs(ws[QMX + g]) >= EPS else ONE
-        ws[QISC + g] = ONE / ((-m) / KV0)
-        for t in range(1, NIQ):
-            ws[QISC + t * G + g] = _IQ4_NUM[t - 1] / m
-        for t in range(NIQ):
-            ws[QS1 + t * G + g] = ZERO
-            ws[QS2 + t * G + g] = ZERO
-    for j in range(QK):
-        jo = j * G
-        for t in range(NIQ):
-            to = t * G
-            for g in range(G):
-                x = ws[XT + jo + g]
-                q = iq4_value(ws[QISC + to + g] * x)
-                wq = ws[WT + jo + g] * q
-                ws[QS1 + to + g] += wq * x
-                ws[QS2 + to + g] += wq * q
-    for g in range(G):
-        sx = ws[QS1 + g]
-        sq = ws[QS2 + g]
-        d = sx / sq if sq > ZERO else ZERO
-        best = d * sx
-        for t in range(1, NIQ):
-            sx = ws[QS1 + t * G + g]
-            sq = ws[QS2 + t * G + g]
-            take = (sq > ZERO) & (sx * sx > best * sq)
-            d = sx / sq if take else d
-            best = d * sx if take else best
-        d = d if np.abs(ws[QMX + g]) >= EPS else ZERO
-        ws[QSC + g] = d
-        ws[QBIS + g] = ONE / d if d != ZERO else ZERO
-    for j in range(QK):
-        jo = j * G
-        for g in range(G):
-            Lt[jo + g] = iq4_index(ws[QBIS + g] * ws[XT + jo + g])
-
-
-@njit(nogil=True, cache=True, error_model="numpy")
-def quantize_iq4_nl(x, w, has_w, out):
-    # ggml's quantize_iq4_nl: quantize_row_iq4_nl_impl(QK4_NL, 32, …, ntry 7) per block, with
-    # or without quant weights
-    rows, n = x.shape
-    nb = n // QK
-    ws = np.zeros(WS_SIZE, np.float32)
-    Lt = np.empty(QK * G, np.int32)
-    hd = np.empty(G, np.int32)
-    lr = np.empty(G, np.int64)
-    lb = np.empty(G, np.int64)
-    xb = np.empty(G, np.int64)
-    wb = np.empty(G, np.int64)
-    xf = x.reshape(-1)
-    B = rows * nb
-    for k0 in range(0, B, G):
-        m = min(G, B - k0)
-        load_tile(xf, n, w, has_w, k0, m, nb, ws, lr, lb, xb, wb)
-        block_weights(ws, has_w)
-        iq4_tile(ws, Lt)
-        tile_halves(ws, QSC, hd)
-        for g in range(m):
-            r = lr[g]
-            o = lb[g] * 18
-            put_half(out, r, o, hd[g])
-            put_tile_nibbles(Lt, g, out, r, o + 2)
-
-
-@njit(nogil=True, cache=True, error_model="numpy")
-def dequantize_iq4_nl(q, out):
-    rows, n = out.shape
-    for r in range(rows):
-        for ib in range(n // QK):
-            o = ib * 18
-            d = get_half(q, r, o)
-            for j in range(16):
-                b = np.int32(q[r, o + 2 + j])
-                out[r, ib * QK + j] = d * _KV[b & 0xF]
-                out[r, ib * QK + j + 16] = d * _KV[b >> 4]
-
-
 QUANTIZE = {
     "Q8_0": quantize_q8_0,
     "Q4_0": quantize_q4_0,
     "Q4_1": quantize_q4_1,
     "Q5_0": quantize_q5_0,
     "Q5_1": quantize_q5_1,
-    "IQ4_NL": quantize_iq4_nl,
 }
 DEQUANTIZE = {
     "Q8_0": dequantize_q8_0,
@@ -901,5 +752,4 @@ DEQUANTIZE = {
     "Q4_1": dequantize_q4_1,
     "Q5_0": dequantize_q5_0,
     "Q5_1": dequantize_q5_1,
-    "IQ4_NL": dequantize_iq4_nl,
 }

@@ -1,8 +1,9 @@
 """The torch-free numba kernels of the 32-element block types (dynq.kernels.numba_legacy).
 
-They must write ggml's bytes (the golden data) and the torch classes' bytes (dynq.kernels.legacy
-and dynq.kernels.iquants, the reference, on the CPU and on their pure-torch path), and
-dequantize to the torch classes' floats bit for bit; and the module must not import torch.
+They must write ggml's bytes (the golden data) and the torch classes' bytes (dynq.kernels.legacy,
+the reference, on the CPU and on their pure-torch path), and dequantize to the torch classes'
+floats bit for bit; and the module must not import torch. (IQ4_NL, which shares the tiles:
+test_numba_iquants.py.)
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ pytest.importorskip("numba")
 
 from dynq.kernels import numba_legacy
 
-TYPES = ("q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "iq4_nl")
+TYPES = ("q8_0", "q4_0", "q4_1", "q5_0", "q5_1")
 NO_W = np.zeros(1, np.float32)
 
 
@@ -118,7 +119,7 @@ def torch_ref():  # type: ignore[no-untyped-def]
     ``pure=True`` on the pure-torch path (not the numba searches of numba_kernels)."""
     torch = pytest.importorskip("torch")
 
-    from dynq.kernels import base, compiled, fused, iquants, legacy  # noqa: F401
+    from dynq.kernels import base, compiled, fused, legacy  # noqa: F401
 
     def quantize_rows(t: str, x: np.ndarray, w: np.ndarray | None, pure: bool = False):
         k = base.REGISTRY[t]
@@ -187,49 +188,3 @@ def test_dequantize_any_bytes(qtype: str, torch_ref) -> None:  # type: ignore[no
     nan = np.isnan(yr)
     assert np.array_equal(np.isnan(y), nan)
     assert np.array_equal(y[~nan].view(np.uint32), yr[~nan].view(np.uint32))
-
-
-def test_iq4_best_index() -> None:
-    """iq4_index / iq4_value (midpoint thresholds) are ggml's best_index_int8(16,
-    kvalues_iq4nl, v) and its value, around every threshold and on a spread of values."""
-    from numba import njit
-
-    kv = np.array(numba_legacy.KVALUES_IQ4NL, dtype=np.float32)
-
-    def best_index(x: np.float32) -> int:  # the C, in float32
-        if x <= kv[0]:
-            return 0
-        if x >= kv[15]:
-            return 15
-        ml, mu = 0, 15
-        while mu - ml > 1:
-            mav = (ml + mu) // 2
-            if x < kv[mav]:
-                mu = mav
-            else:
-                ml = mav
-        return mu - 1 if np.float32(x - kv[mu - 1]) < np.float32(kv[mu] - x) else mu
-
-    @njit
-    def ours(v, idx, val):
-        for i in range(v.shape[0]):
-            idx[i] = numba_legacy.iq4_index(v[i])
-            val[i] = numba_legacy.iq4_value(v[i])
-
-    near = []
-    for start in ((kv[1:] + kv[:-1]) / 2, kv):  # 8 floats on either side of each midpoint
-        for to in (np.float32(np.inf), np.float32(-np.inf)):  # and of each value
-            a = start
-            for _ in range(8):
-                near.append(a)
-                a = np.nextafter(a, to)
-    v = np.concatenate(near)
-    rng = np.random.default_rng(1)
-    v = np.concatenate([v, rng.uniform(-140, 140, 4000), rng.standard_normal(1000) * 1e-3])
-    v = np.concatenate([v, [0.0, -0.0, np.inf, -np.inf, 1e30, -1e30]]).astype(np.float32)
-    idx = np.empty(v.shape, np.int64)
-    val = np.empty(v.shape, np.float32)
-    ours(v, idx, val)
-    ref = np.array([best_index(x) for x in v])
-    assert np.array_equal(idx, ref)
-    assert np.array_equal(val, kv[ref])
