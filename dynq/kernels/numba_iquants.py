@@ -57,6 +57,7 @@ from dynq.kernels.numba_legacy import (
     put_tile_nibbles,
     sqrt_weights,
     tile_halves,
+    tile_signed_max,
 )
 
 __all__ = [
@@ -153,12 +154,7 @@ def iq4_scales(ws):
     # scales (1/(-max/values[0]), then (itry + values[0])/max) summed side by side (each sum
     # left to right over the block), then ggml's in-order choice of the scale d. Leaves d in
     # ws[QSC + g] (0 for a block with amax < GROUP_MAX_EPS).
-    for g in range(G):
-        ws[QMX + g] = ZERO
-    for j in range(QK):
-        for g in range(G):
-            v = ws[XT + j * G + g]
-            ws[QMX + g] = v if np.abs(v) > np.abs(ws[QMX + g]) else ws[QMX + g]
+    tile_signed_max(ws)
     for g in range(G):
         # an all-zero block's max is taken as 1 (finite work; its result is replaced below)
         m = ws[QMX + g] if np.abs(ws[QMX + g]) >= EPS else ONE

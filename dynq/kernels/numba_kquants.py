@@ -384,14 +384,16 @@ def quantize_q5_k(x, w, has_w, out):
     _quantize_q45k(x, w, has_w, out, np.int64(31))
 
 
-@njit(nogil=True, cache=True, error_model="numpy")
-def dequantize_q4_k(q, out):
-    _check_dq(q, out, 144)
+@njit(inline="always")
+def _dequantize_q45k(q, out, ts, five):
+    # dequantize_row_q4_K (ts 144) and dequantize_row_q5_K (ts 176, ``five``: the fifth bits in
+    # qh, 32 bytes after the scales, before the nibbles)
+    _check_dq(q, out, ts)
     rows, n = out.shape
     nb = n // QK_K
     for r in range(rows):
         for i in range(nb):
-            off = 144 * i
+            off = ts * i
             d = _get_fp16(q[r], off)
             dmin = _get_fp16(q[r], off + 2)
             for h in range(4):
@@ -402,38 +404,30 @@ def dequantize_q4_k(q, out):
                 d2 = d * np.float32(sc2)
                 mm2 = dmin * np.float32(m2)
                 y = QK_K * i + 64 * h
-                qo = off + 16 + 32 * h
-                for l in range(32):
-                    out[r, y + l] = d1 * np.float32(q[r, qo + l] & 0xF) - mm1
-                for l in range(32):
-                    out[r, y + 32 + l] = d2 * np.float32(q[r, qo + l] >> 4) - mm2
+                if five:
+                    qo = off + 48 + 32 * h
+                    for l in range(32):
+                        hb = ((np.int32(q[r, off + 16 + l]) >> (2 * h)) & 1) << 4
+                        out[r, y + l] = d1 * np.float32((q[r, qo + l] & 0xF) + hb) - mm1
+                    for l in range(32):
+                        hb = ((np.int32(q[r, off + 16 + l]) >> (2 * h + 1)) & 1) << 4
+                        out[r, y + 32 + l] = d2 * np.float32((q[r, qo + l] >> 4) + hb) - mm2
+                else:
+                    qo = off + 16 + 32 * h
+                    for l in range(32):
+                        out[r, y + l] = d1 * np.float32(q[r, qo + l] & 0xF) - mm1
+                    for l in range(32):
+                        out[r, y + 32 + l] = d2 * np.float32(q[r, qo + l] >> 4) - mm2
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def dequantize_q4_k(q, out):
+    _dequantize_q45k(q, out, 144, False)
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
 def dequantize_q5_k(q, out):
-    _check_dq(q, out, 176)
-    rows, n = out.shape
-    nb = n // QK_K
-    for r in range(rows):
-        for i in range(nb):
-            off = 176 * i
-            d = _get_fp16(q[r], off)
-            dmin = _get_fp16(q[r], off + 2)
-            for h in range(4):
-                sc1, m1 = _scale_min_k4(2 * h, q[r], off + 4)
-                sc2, m2 = _scale_min_k4(2 * h + 1, q[r], off + 4)
-                d1 = d * np.float32(sc1)
-                mm1 = dmin * np.float32(m1)
-                d2 = d * np.float32(sc2)
-                mm2 = dmin * np.float32(m2)
-                y = QK_K * i + 64 * h
-                qo = off + 48 + 32 * h
-                for l in range(32):
-                    hb = ((np.int32(q[r, off + 16 + l]) >> (2 * h)) & 1) << 4
-                    out[r, y + l] = d1 * np.float32((q[r, qo + l] & 0xF) + hb) - mm1
-                for l in range(32):
-                    hb = ((np.int32(q[r, off + 16 + l]) >> (2 * h + 1)) & 1) << 4
-                    out[r, y + 32 + l] = d2 * np.float32((q[r, qo + l] >> 4) + hb) - mm2
+    _dequantize_q45k(q, out, 176, True)
 
 
 # ---- Q6_K -------------------------------------------------------------------------------------

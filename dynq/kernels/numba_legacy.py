@@ -407,6 +407,18 @@ def qkx_tile(ws, nmax, cand, Lt):
 
 
 @njit(inline="always")
+def tile_signed_max(ws):
+    # each lane's max, the first value of largest magnitude (`if (ax > amax) { amax = ax; max
+    # = x; }`), into ws[QMX + g]
+    for g in range(G):
+        ws[QMX + g] = ZERO
+    for j in range(QK):
+        for g in range(G):
+            v = ws[XT + j * G + g]
+            ws[QMX + g] = v if np.abs(v) > np.abs(ws[QMX + g]) else ws[QMX + g]
+
+
+@njit(inline="always")
 def qx_tile(ws, nmax, cand, Lt):
     # make_qx_quants(32, nmax, x, L, rmse_type 1, weight) for the tile's lanes: the 19
     # candidate inverse scales -cand[t]/max (cand: nmax, then nmax + 0.1f*is) summed side by
@@ -415,13 +427,7 @@ def qx_tile(ws, nmax, cand, Lt):
     # all-zero block (amax < GROUP_MAX_EPS): L = 0, scale 0
     flo = np.float32(-nmax)
     fhi = np.float32(nmax - 1)
-    for g in range(G):
-        ws[QMX + g] = ZERO
-    for j in range(QK):
-        for g in range(G):
-            # `if (ax > amax) { amax = ax; max = x; }` (amax = |max|)
-            v = ws[XT + j * G + g]
-            ws[QMX + g] = v if np.abs(v) > np.abs(ws[QMX + g]) else ws[QMX + g]
+    tile_signed_max(ws)
     for g in range(G):
         # an all-zero block's max is taken as 1 (finite work; its result is replaced below)
         m = ws[QMX + g] if np.abs(ws[QMX + g]) >= EPS else ONE
@@ -579,24 +585,35 @@ def tile_rows(x, w, out, nmax, bsize, cand, qkx3, q5):
                 put_tile_nibbles(Lt, g, out, r, o + o2)
 
 
-@njit(nogil=True, cache=True, error_model="numpy")
-def quantize_q4_0(x, w, has_w, out):
-    # ggml's quantize_q4_0: quantize_row_q4_0_ref without an imatrix, quantize_row_q4_0_impl
-    # (make_qx_quants(32, 8, …)) with one
-    if has_w:
-        tile_rows(x, w, out, 8, 18, _CAND_Q4_0, False, False)
-        return
+@njit(inline="always")
+def sym_rows(x, out, div, bias, nmax, bsize, q5):
+    # quantize_row_q4_0_ref (div -8, bias 8.5, nmax 15) and quantize_row_q5_0_ref (-16, 16.5,
+    # 31): d = max/div with max the first value of largest magnitude, quants MIN(nmax, x/d +
+    # bias); the row's fp16 scales written together
     rows, n = x.shape
     nb = n // QK
     dv = np.empty(nb, np.float32)
     for r in range(rows):
         for ib in range(nb):
             j0 = ib * QK
-            d = abs_max_signed(x, r, j0) / np.float32(-8.0)
+            d = abs_max_signed(x, r, j0) / div
             idd = ONE / d if d != ZERO else ZERO
             dv[ib] = d
-            put_q4_sym(x, r, j0, out, ib * 18 + 2, idd, np.float32(8.5), 15)
-        put_halves(out, r, dv, nb, 18, 0)
+            if q5:
+                put_q5_sym(x, r, j0, out, ib * bsize + 2, idd, bias, nmax)
+            else:
+                put_q4_sym(x, r, j0, out, ib * bsize + 2, idd, bias, nmax)
+        put_halves(out, r, dv, nb, bsize, 0)
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def quantize_q4_0(x, w, has_w, out):
+    # ggml's quantize_q4_0: quantize_row_q4_0_ref without an imatrix, quantize_row_q4_0_impl
+    # (make_qx_quants(32, 8, …)) with one
+    if has_w:
+        tile_rows(x, w, out, 8, 18, _CAND_Q4_0, False, False)
+    else:
+        sym_rows(x, out, np.float32(-8.0), np.float32(8.5), 15, 18, False)
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
@@ -604,18 +621,8 @@ def quantize_q5_0(x, w, has_w, out):
     # ggml's quantize_q5_0: quantize_row_q5_0_ref / quantize_row_q5_0_impl (make_qx_quants(32, 16))
     if has_w:
         tile_rows(x, w, out, 16, 22, _CAND_Q5_0, False, True)
-        return
-    rows, n = x.shape
-    nb = n // QK
-    dv = np.empty(nb, np.float32)
-    for r in range(rows):
-        for ib in range(nb):
-            j0 = ib * QK
-            d = abs_max_signed(x, r, j0) / np.float32(-16.0)
-            idd = ONE / d if d != ZERO else ZERO
-            dv[ib] = d
-            put_q5_sym(x, r, j0, out, ib * 22 + 2, idd, np.float32(16.5), 31)
-        put_halves(out, r, dv, nb, 22, 0)
+    else:
+        sym_rows(x, out, np.float32(-16.0), np.float32(16.5), 31, 22, True)
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
@@ -660,13 +667,10 @@ def dequantize_q5_0(q, out):
 # ---- Q4_1, Q5_1 ------------------------------------------------------------------------------
 
 
-@njit(nogil=True, cache=True, error_model="numpy")
-def quantize_q4_1(x, w, has_w, out):
-    # ggml's quantize_q4_1: quantize_row_q4_1_ref / quantize_row_q4_1_impl
-    # (make_qkx3_quants(32, 15, …, -0.9f, 0.05f, 36, false))
-    if has_w:
-        tile_rows(x, w, out, 15, 20, _CAND_Q4_1, True, False)
-        return
+@njit(inline="always")
+def asym_rows(x, out, nmax, bsize, q5):
+    # quantize_row_q4_1_ref (nmax 15, quants clamped) and quantize_row_q5_1_ref (31): d =
+    # (max - min)/nmax, quants (x - min)/d + 0.5f; the row's fp16 scales and mins together
     rows, n = x.shape
     nb = n // QK
     dv = np.empty(nb, np.float32)
@@ -675,13 +679,26 @@ def quantize_q4_1(x, w, has_w, out):
         for ib in range(nb):
             j0 = ib * QK
             mn, mx = min_max(x, r, j0)
-            d = (mx - mn) / np.float32(15.0)
+            d = (mx - mn) / np.float32(nmax)
             idd = ONE / d if d != ZERO else ZERO
             dv[ib] = d
             mv[ib] = mn
-            put_q4_asym(x, r, j0, out, ib * 20 + 4, mn, idd, 15, True)
-        put_halves(out, r, dv, nb, 20, 0)
-        put_halves(out, r, mv, nb, 20, 2)
+            if q5:
+                put_q5_asym(x, r, j0, out, ib * bsize + 4, mn, idd)
+            else:
+                put_q4_asym(x, r, j0, out, ib * bsize + 4, mn, idd, nmax, True)
+        put_halves(out, r, dv, nb, bsize, 0)
+        put_halves(out, r, mv, nb, bsize, 2)
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def quantize_q4_1(x, w, has_w, out):
+    # ggml's quantize_q4_1: quantize_row_q4_1_ref / quantize_row_q4_1_impl
+    # (make_qkx3_quants(32, 15, …, -0.9f, 0.05f, 36, false))
+    if has_w:
+        tile_rows(x, w, out, 15, 20, _CAND_Q4_1, True, False)
+    else:
+        asym_rows(x, out, 15, 20, False)
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
@@ -690,22 +707,8 @@ def quantize_q5_1(x, w, has_w, out):
     # (make_qkx3_quants(32, 31, …, -0.9f, 0.05f, 36, false))
     if has_w:
         tile_rows(x, w, out, 31, 24, _CAND_Q5_1, True, True)
-        return
-    rows, n = x.shape
-    nb = n // QK
-    dv = np.empty(nb, np.float32)
-    mv = np.empty(nb, np.float32)
-    for r in range(rows):
-        for ib in range(nb):
-            j0 = ib * QK
-            mn, mx = min_max(x, r, j0)
-            d = (mx - mn) / np.float32(31.0)
-            idd = ONE / d if d != ZERO else ZERO
-            dv[ib] = d
-            mv[ib] = mn
-            put_q5_asym(x, r, j0, out, ib * 24 + 4, mn, idd)
-        put_halves(out, r, dv, nb, 24, 0)
-        put_halves(out, r, mv, nb, 24, 2)
+    else:
+        asym_rows(x, out, 31, 24, True)
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
