@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 
@@ -123,3 +124,47 @@ def compare(
             f"first differing block {first}: ours {a[first].tolist()} ggml {b[first].tolist()}"
         )
     return n, n - nd
+
+
+# ----------------------------------------------------------------------------------------------
+# the compiled CPU loops (numba_legacy, numba_iquants), called directly
+
+
+_NO_W = np.zeros(1, np.float32)
+
+
+def compiled_quantize(table: dict, t: str, x: np.ndarray, w: np.ndarray | None) -> np.ndarray:
+    """Rows ``x`` through the compiled quantizer of type ``t`` in ``table`` (a module's
+    ``QUANTIZE``), into bytes pre-filled with 0xAA (so a byte left unwritten shows)."""
+    T = qtypes.get(t)
+    out = np.full((x.shape[0], T.row_bytes(x.shape[1])), 0xAA, np.uint8)
+    table[T.name](x, _NO_W if w is None else w, w is not None, out)
+    return out
+
+
+def compiled_dequantize(table: dict, t: str, q: np.ndarray, n: int) -> np.ndarray:
+    """Bytes ``q`` through the compiled dequantizer of ``t`` in ``table`` (a ``DEQUANTIZE``)."""
+    out = np.full((q.shape[0], n), np.nan, np.float32)
+    table[qtypes.get(t).name](q, out)
+    return out
+
+
+def check_compiled_golden(
+    quantize: Callable[[str, np.ndarray, np.ndarray | None], np.ndarray],
+    qtype: str,
+    with_imatrix: bool,
+) -> None:
+    """ggml's bytes, byte for byte, for every golden input."""
+    w = inputs()["imatrix"] if with_imatrix else None
+    for case in CASES:
+        x = inputs()[case]
+        ref = golden(qtype)[f"{case}-imatrix" if with_imatrix else case].reshape(x.shape[0], -1)
+        ours = quantize(qtype, x, w)
+        bad = np.nonzero((ours != ref).any(axis=1))[0]
+        assert not bad.size, f"{qtype} {case}: rows {bad.tolist()} differ from ggml's"
+
+
+def check_no_torch(module: str) -> None:
+    """Importing ``module`` in a fresh interpreter leaves torch out."""
+    code = f"import sys, {module}; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)

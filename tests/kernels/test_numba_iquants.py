@@ -9,8 +9,6 @@ NaN block scale (float32 overflow in the search's sums) — there the kernel wri
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import zlib
 
 import numpy as np
@@ -18,7 +16,12 @@ import pytest
 
 from dynq import qtypes
 
-from ._util import CASES, golden, inputs
+from ._util import (
+    check_compiled_golden,
+    check_no_torch,
+    compiled_dequantize,
+    compiled_quantize,
+)
 
 pytest.importorskip("numba")
 
@@ -27,20 +30,14 @@ from dynq.kernels import numba_iquants
 from .test_numba_legacy import _edge_rows
 
 TYPES = ("iq4_nl", "iq4_xs")
-NO_W = np.zeros(1, np.float32)
 
 
 def quantize(t: str, x: np.ndarray, w: np.ndarray | None) -> np.ndarray:
-    T = qtypes.get(t)
-    out = np.full((x.shape[0], T.row_bytes(x.shape[1])), 0xAA, np.uint8)
-    numba_iquants.QUANTIZE[T.name](x, NO_W if w is None else w, w is not None, out)
-    return out
+    return compiled_quantize(numba_iquants.QUANTIZE, t, x, w)
 
 
 def dequantize(t: str, q: np.ndarray, n: int) -> np.ndarray:
-    out = np.full((q.shape[0], n), np.nan, np.float32)
-    numba_iquants.DEQUANTIZE[qtypes.get(t).name](q, out)
-    return out
+    return compiled_dequantize(numba_iquants.DEQUANTIZE, t, q, n)
 
 
 def test_types() -> None:
@@ -49,21 +46,14 @@ def test_types() -> None:
 
 
 def test_no_torch() -> None:
-    code = "import sys, dynq.kernels.numba_iquants; assert 'torch' not in sys.modules"
-    subprocess.run([sys.executable, "-c", code], check=True)
+    check_no_torch("dynq.kernels.numba_iquants")
 
 
 @pytest.mark.parametrize("with_imatrix", [False, True], ids=["plain", "imatrix"])
 @pytest.mark.parametrize("qtype", TYPES)
 def test_golden(qtype: str, with_imatrix: bool) -> None:
     """ggml's bytes, byte for byte, for every golden input."""
-    w = inputs()["imatrix"] if with_imatrix else None
-    for case in CASES:
-        x = inputs()[case]
-        ref = golden(qtype)[f"{case}-imatrix" if with_imatrix else case].reshape(x.shape[0], -1)
-        ours = quantize(qtype, x, w)
-        bad = np.nonzero((ours != ref).any(axis=1))[0]
-        assert not bad.size, f"{qtype} {case}: rows {bad.tolist()} differ from ggml's"
+    check_compiled_golden(quantize, qtype, with_imatrix)
 
 
 # ---- against the torch classes ---------------------------------------------------------------

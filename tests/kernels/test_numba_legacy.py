@@ -8,35 +8,31 @@ test_numba_iquants.py.)
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 
 from dynq import qtypes
 
-from ._util import CASES, golden, inputs
+from ._util import (
+    check_compiled_golden,
+    check_no_torch,
+    compiled_dequantize,
+    compiled_quantize,
+)
 
 pytest.importorskip("numba")
 
 from dynq.kernels import numba_legacy
 
 TYPES = ("q8_0", "q4_0", "q4_1", "q5_0", "q5_1")
-NO_W = np.zeros(1, np.float32)
 
 
 def quantize(t: str, x: np.ndarray, w: np.ndarray | None) -> np.ndarray:
-    T = qtypes.get(t)
-    out = np.full((x.shape[0], T.row_bytes(x.shape[1])), 0xAA, np.uint8)
-    numba_legacy.QUANTIZE[T.name](x, NO_W if w is None else w, w is not None, out)
-    return out
+    return compiled_quantize(numba_legacy.QUANTIZE, t, x, w)
 
 
 def dequantize(t: str, q: np.ndarray, n: int) -> np.ndarray:
-    out = np.full((q.shape[0], n), np.nan, np.float32)
-    numba_legacy.DEQUANTIZE[qtypes.get(t).name](q, out)
-    return out
+    return compiled_dequantize(numba_legacy.DEQUANTIZE, t, q, n)
 
 
 def test_types() -> None:
@@ -45,21 +41,14 @@ def test_types() -> None:
 
 
 def test_no_torch() -> None:
-    code = "import sys, dynq.kernels.numba_legacy; assert 'torch' not in sys.modules"
-    subprocess.run([sys.executable, "-c", code], check=True)
+    check_no_torch("dynq.kernels.numba_legacy")
 
 
 @pytest.mark.parametrize("with_imatrix", [False, True], ids=["plain", "imatrix"])
 @pytest.mark.parametrize("qtype", TYPES)
 def test_golden(qtype: str, with_imatrix: bool) -> None:
     """ggml's bytes, byte for byte, for every golden input."""
-    w = inputs()["imatrix"] if with_imatrix else None
-    for case in CASES:
-        x = inputs()[case]
-        ref = golden(qtype)[f"{case}-imatrix" if with_imatrix else case].reshape(x.shape[0], -1)
-        ours = quantize(qtype, x, w)
-        bad = np.nonzero((ours != ref).any(axis=1))[0]
-        assert not bad.size, f"{qtype} {case}: rows {bad.tolist()} differ from ggml's"
+    check_compiled_golden(quantize, qtype, with_imatrix)
 
 
 # ---- against the torch classes ---------------------------------------------------------------
